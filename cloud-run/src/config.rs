@@ -1,0 +1,164 @@
+//! Settings from the environment. Every error names the variable it is about,
+//! so `main` can exit with one line that says what to fix.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+/// A lookup of one environment variable; tests pass a closure over a map
+/// instead of mutating the process environment.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, with empty values treated as unset (as Cloud Run
+/// and most shells make no difference between the two).
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// A setting that is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong with it, in a few words.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// A problem with `var`.
+    pub fn new(var: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            var,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Where and how a service listens.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `$BIND_ADDR:$PORT`; Cloud Run needs `0.0.0.0:8080` (its `PORT`).
+    pub addr: SocketAddr,
+    /// How long in-flight requests may run after SIGTERM. Cloud Run kills
+    /// the instance 10 s after SIGTERM, hence 8 s by default.
+    pub shutdown_grace: Duration,
+    /// How long a client may take to send its request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted; larger gets 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
+            shutdown_grace: Duration::from_secs(8),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads `BIND_ADDR`, `PORT` and `SHUTDOWN_GRACE`.
+    pub fn from_env(env: Lookup<'_>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let ip = match env("BIND_ADDR") {
+            Some(v) => v
+                .parse::<IpAddr>()
+                .map_err(|_| ConfigError::new("BIND_ADDR", format!("not an IP address: {v:?}")))?,
+            None => defaults.addr.ip(),
+        };
+        let port = match env("PORT") {
+            Some(v) => v
+                .parse::<u16>()
+                .map_err(|_| ConfigError::new("PORT", format!("not a port number: {v:?}")))?,
+            None => defaults.addr.port(),
+        };
+        let shutdown_grace = duration(env, "SHUTDOWN_GRACE")?.unwrap_or(defaults.shutdown_grace);
+        Ok(Self {
+            addr: SocketAddr::new(ip, port),
+            shutdown_grace,
+            ..defaults
+        })
+    }
+}
+
+/// Reads a duration such as `10s`, `1500ms`, `2m` or a bare number of seconds.
+pub fn duration(env: Lookup<'_>, var: &'static str) -> Result<Option<Duration>, ConfigError> {
+    let Some(value) = env(var) else {
+        return Ok(None);
+    };
+    parse_duration(&value).map(Some).ok_or_else(|| {
+        ConfigError::new(var, format!("not a duration like 10s or 500ms: {value:?}"))
+    })
+}
+
+fn parse_duration(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_cloud_run() {
+        let c = ServerConfig::from_env(&env(&[])).expect("defaults");
+        assert_eq!(c.addr, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(8));
+    }
+
+    #[test]
+    fn port_and_bind_addr_are_honoured() {
+        let c = ServerConfig::from_env(&env(&[("PORT", "9090"), ("BIND_ADDR", "127.0.0.1")]))
+            .expect("config");
+        assert_eq!(c.addr, "127.0.0.1:9090".parse().expect("addr"));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let err = ServerConfig::from_env(&env(&[("PORT", "http")])).expect_err("bad port");
+        assert_eq!(err.var, "PORT");
+        let err = ServerConfig::from_env(&env(&[("BIND_ADDR", "localhost")])).expect_err("bad ip");
+        assert!(err.to_string().starts_with("BIND_ADDR: "), "{err}");
+        let err =
+            ServerConfig::from_env(&env(&[("SHUTDOWN_GRACE", "soon")])).expect_err("bad grace");
+        assert_eq!(err.var, "SHUTDOWN_GRACE");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("ten"), None);
+        assert_eq!(parse_duration("5h"), None);
+    }
+}

@@ -1,0 +1,401 @@
+//! Logs: one JSON object per line on stdout in Cloud Logging's shape on Cloud
+//! Run (or with `LOG_FORMAT=json`), readable text on stderr elsewhere.
+//! `RUST_LOG` filters (default `info`). Requests run in a span carrying the
+//! incoming trace id, which JSON lines report as
+//! `logging.googleapis.com/trace` once the project id is known.
+
+use std::{fmt::Write as _, io::Write as _, sync::OnceLock};
+
+use http::{HeaderMap, Request};
+use serde_json::{Map, Value};
+use tracing::{
+    field::{Field, Visit},
+    span, Event, Level, Subscriber,
+};
+use tracing_subscriber::{layer::Context, prelude::*, registry::LookupSpan, EnvFilter, Layer};
+
+use crate::config::{ConfigError, Lookup};
+
+static PROJECT_ID: OnceLock<String> = OnceLock::new();
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Cloud Logging's structured JSON, on stdout.
+    Json,
+    /// Human-readable, on stderr.
+    Text,
+}
+
+impl Format {
+    /// `LOG_FORMAT` (`json` or `text`); JSON by default on Cloud Run
+    /// (`K_SERVICE` set), text elsewhere.
+    pub fn from_env(env: Lookup<'_>) -> Result<Self, ConfigError> {
+        match env("LOG_FORMAT").as_deref() {
+            Some("json") => Ok(Self::Json),
+            Some("text") => Ok(Self::Text),
+            None if env("K_SERVICE").is_some() => Ok(Self::Json),
+            None => Ok(Self::Text),
+            Some(other) => Err(ConfigError::new(
+                "LOG_FORMAT",
+                format!("expected json or text, got {other:?}"),
+            )),
+        }
+    }
+}
+
+/// Installs the global subscriber. A bad `LOG_FORMAT` still installs one
+/// (the default), so the error itself can be logged.
+pub fn init(env: Lookup<'_>) -> Result<Format, ConfigError> {
+    let chosen = Format::from_env(env);
+    let format = chosen.clone().unwrap_or(if env("K_SERVICE").is_some() {
+        Format::Json
+    } else {
+        Format::Text
+    });
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        Format::Json => registry.with(CloudLogging).init(),
+        Format::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            )
+            .init(),
+    }
+    chosen
+}
+
+/// Records the project id, which turns incoming trace ids into the
+/// `projects/PROJECT/traces/TRACE` links Cloud Logging groups requests by.
+/// Only the first call counts.
+pub fn set_project_id(project: impl Into<String>) {
+    let _ = PROJECT_ID.set(project.into());
+}
+
+/// The span every request runs in.
+pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
+    let trace = PROJECT_ID
+        .get()
+        .and_then(|project| TraceContext::from_headers(req.headers()).map(|t| (project, t)));
+    match trace {
+        Some((project, t)) => tracing::info_span!(
+            "request",
+            method = %req.method(),
+            path = req.uri().path(),
+            trace = format_args!("projects/{project}/traces/{}", t.trace_id),
+            span_id = t.span_id.as_deref(),
+            sampled = t.sampled,
+        ),
+        None => tracing::info_span!("request", method = %req.method(), path = req.uri().path()),
+    }
+}
+
+/// The trace a request belongs to, from `traceparent` (W3C, preferred) or
+/// `X-Cloud-Trace-Context`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// 16 lowercase hex digits.
+    pub span_id: Option<String>,
+    /// Whether the caller sampled this trace.
+    pub sampled: bool,
+}
+
+impl TraceContext {
+    /// Parses the trace headers; `None` if neither is present and valid.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        header("traceparent")
+            .and_then(Self::from_traceparent)
+            .or_else(|| header("x-cloud-trace-context").and_then(Self::from_cloud_trace))
+    }
+
+    fn from_traceparent(value: &str) -> Option<Self> {
+        let mut parts = value.trim().split('-');
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2 || version == "ff" || !is_hex(version) {
+            return None;
+        }
+        if !is_hex_id(trace, 32) || !is_hex_id(span, 16) || flags.len() != 2 {
+            return None;
+        }
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        Some(Self {
+            trace_id: trace.to_ascii_lowercase(),
+            span_id: Some(span.to_ascii_lowercase()),
+            sampled: flags & 1 == 1,
+        })
+    }
+
+    fn from_cloud_trace(value: &str) -> Option<Self> {
+        // TRACE_ID[/SPAN_ID][;o=OPTIONS], span id in decimal.
+        let (ids, options) = value.trim().split_once(';').unwrap_or((value.trim(), ""));
+        let (trace, span) = ids.split_once('/').unwrap_or((ids, ""));
+        if !is_hex_id(trace, 32) {
+            return None;
+        }
+        let span_id = span
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s != 0)
+            .map(|s| format!("{s:016x}"));
+        Some(Self {
+            trace_id: trace.to_ascii_lowercase(),
+            span_id,
+            sampled: options.trim() == "o=1",
+        })
+    }
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn is_hex_id(s: &str, len: usize) -> bool {
+    s.len() == len && is_hex(s) && s.bytes().any(|b| b != b'0')
+}
+
+/// The layer that writes Cloud Logging JSON lines. It does no formatting
+/// work for spans beyond keeping their trace fields.
+struct CloudLogging;
+
+#[derive(Default)]
+struct SpanTrace {
+    trace: Option<String>,
+    span_id: Option<String>,
+    sampled: bool,
+}
+
+impl Visit for SpanTrace {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "trace" => self.trace = Some(value.to_owned()),
+            "span_id" => self.span_id = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == "sampled" {
+            self.sampled = value;
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "trace" {
+            self.trace = Some(format!("{value:?}"));
+        }
+    }
+}
+
+struct JsonFields<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0
+            .insert(field.name().to_owned(), value.to_string().into());
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.0.insert(field.name().to_owned(), text.into());
+    }
+}
+
+fn severity(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARNING",
+        Level::INFO => "INFO",
+        _ => "DEBUG",
+    }
+}
+
+impl<S> Layer<S> for CloudLogging
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let mut trace = SpanTrace::default();
+        attrs.record(&mut trace);
+        if trace.trace.is_some() {
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(trace);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let line = json_line(
+            event,
+            ctx.event_scope(event).and_then(|scope| {
+                scope.from_root().find_map(|span| {
+                    span.extensions()
+                        .get::<SpanTrace>()
+                        .map(|t| (t.trace.clone(), t.span_id.clone(), t.sampled))
+                })
+            }),
+        );
+        // A failed write to stdout has nowhere better to be reported.
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    }
+}
+
+type TraceFields = (Option<String>, Option<String>, bool);
+
+fn json_line(event: &Event<'_>, trace: Option<TraceFields>) -> String {
+    let meta = event.metadata();
+    let mut fields = Map::new();
+    fields.insert("severity".into(), severity(meta.level()).into());
+    event.record(&mut JsonFields(&mut fields));
+    fields.insert("target".into(), meta.target().into());
+    if let Some((Some(trace), span_id, sampled)) = trace {
+        fields.insert("logging.googleapis.com/trace".into(), trace.into());
+        if let Some(span_id) = span_id {
+            fields.insert("logging.googleapis.com/spanId".into(), span_id.into());
+        }
+        fields.insert(
+            "logging.googleapis.com/trace_sampled".into(),
+            sampled.into(),
+        );
+    }
+    let mut line = Value::Object(fields).to_string();
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn traceparent() {
+        let t = TraceContext::from_headers(&headers(
+            "traceparent",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ))
+        .expect("valid");
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.span_id.as_deref(), Some("00f067aa0ba902b7"));
+        assert!(t.sampled);
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(TraceContext::from_traceparent(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cloud_trace_context() {
+        let t = TraceContext::from_headers(&headers(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1",
+        ))
+        .expect("valid");
+        assert_eq!(t.trace_id, "105445aa7843bc8bf206b12000100000");
+        assert_eq!(t.span_id.as_deref(), Some("0000000000000001"));
+        assert!(t.sampled);
+        let t = TraceContext::from_cloud_trace("105445aa7843bc8bf206b12000100000").expect("bare");
+        assert_eq!(t.span_id, None);
+        assert!(!t.sampled);
+    }
+
+    #[test]
+    fn traceparent_wins_over_cloud_trace() {
+        let mut h = headers(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1",
+        );
+        h.insert(
+            "traceparent",
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+        );
+        let t = TraceContext::from_headers(&h).expect("valid");
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(!t.sampled);
+    }
+
+    #[test]
+    fn format_from_env() {
+        assert_eq!(Format::from_env(&|_| None), Ok(Format::Text));
+        let cloud_run = |k: &str| (k == "K_SERVICE").then(|| "sender".to_owned());
+        assert_eq!(Format::from_env(&cloud_run), Ok(Format::Json));
+        let bad = |k: &str| (k == "LOG_FORMAT").then(|| "xml".to_owned());
+        assert_eq!(Format::from_env(&bad).map_err(|e| e.var), Err("LOG_FORMAT"));
+    }
+
+    #[test]
+    fn json_lines_carry_severity_message_and_trace() {
+        use std::sync::{Arc, Mutex};
+        // A subscriber local to this test, capturing lines instead of stdout.
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<String>>>);
+        impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+            fn on_new_span(&self, a: &span::Attributes<'_>, id: &span::Id, c: Context<'_, S>) {
+                CloudLogging.on_new_span(a, id, c);
+            }
+            fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+                let trace = ctx.event_scope(event).and_then(|scope| {
+                    scope.from_root().find_map(|span| {
+                        span.extensions()
+                            .get::<SpanTrace>()
+                            .map(|t| (t.trace.clone(), t.span_id.clone(), t.sampled))
+                    })
+                });
+                self.0.lock().expect("lock").push(json_line(event, trace));
+            }
+        }
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                trace = format_args!("projects/p/traces/{}", "abc"),
+                span_id = Some("00f067aa0ba902b7"),
+                sampled = true,
+            );
+            let _guard = span.enter();
+            tracing::warn!(status = 503u64, "relay failed");
+        });
+        let lines = capture.0.lock().expect("lock").clone();
+        assert_eq!(lines.len(), 1);
+        let v: Value = serde_json::from_str(&lines[0]).expect("json");
+        assert_eq!(v["severity"], "WARNING");
+        assert_eq!(v["message"], "relay failed");
+        assert_eq!(v["status"], 503);
+        assert_eq!(v["logging.googleapis.com/trace"], "projects/p/traces/abc");
+        assert_eq!(v["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
+        assert_eq!(v["logging.googleapis.com/trace_sampled"], true);
+    }
+}

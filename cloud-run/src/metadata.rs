@@ -1,0 +1,154 @@
+//! A client for the parts of the GCE metadata server this project reads: ID
+//! tokens and the project id. Plain HTTP to `GCE_METADATA_HOST` (default
+//! `metadata.google.internal`), as Google's own libraries do.
+
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode};
+use reqwest::Url;
+
+use crate::{
+    client::{read_capped, BodyError},
+    config::{ConfigError, Lookup},
+};
+
+/// The metadata server's name on Google Cloud.
+pub const DEFAULT_HOST: &str = "metadata.google.internal";
+
+/// Metadata answers are small; anything bigger is not what we asked for.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Reads `GCE_METADATA_HOST` (`host[:port]`, no scheme), or the default.
+pub fn host_from_env(env: Lookup<'_>) -> Result<String, ConfigError> {
+    let host = env("GCE_METADATA_HOST").unwrap_or_else(|| DEFAULT_HOST.to_owned());
+    base_url(&host)
+        .map(|_| host.clone())
+        .ok_or_else(|| ConfigError::new("GCE_METADATA_HOST", format!("not host[:port]: {host:?}")))
+}
+
+fn base_url(host: &str) -> Option<Url> {
+    if host.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    let url = Url::parse(&format!("http://{host}/computeMetadata/v1/")).ok()?;
+    url.host().is_some().then_some(url)
+}
+
+/// Why a metadata request failed. Each maps to "the sender's own dependency
+/// is down", never to the receiver's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// No connection could be made.
+    #[error("metadata server unreachable")]
+    Unreachable(#[source] reqwest::Error),
+    /// It did not answer within the timeout.
+    #[error("metadata server did not answer in time")]
+    Timeout,
+    /// It answered with an error status.
+    #[error("metadata server answered {0}")]
+    Status(StatusCode),
+    /// Its answer broke off or was too large.
+    #[error("metadata server's answer was unreadable")]
+    Body(#[source] BodyError),
+    /// Its answer was not UTF-8 text.
+    #[error("metadata server's answer was not text")]
+    NotText,
+}
+
+/// A metadata server at one host.
+#[derive(Debug, Clone)]
+pub struct MetadataClient {
+    base: Url,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl MetadataClient {
+    /// A client for `host` (as [`host_from_env`] returns it) whose calls each
+    /// give up after `timeout`. `None` if `host` is not `host[:port]`.
+    pub fn new(host: &str, http: reqwest::Client, timeout: Duration) -> Option<Self> {
+        Some(Self {
+            base: base_url(host)?,
+            http,
+            timeout,
+        })
+    }
+
+    /// An OIDC ID token for `audience`, as the default service account. With
+    /// `format=full`, so the token carries `email` and `email_verified`.
+    pub async fn identity_token(&self, audience: &str) -> Result<String, MetadataError> {
+        let mut url = self.url("instance/service-accounts/default/identity");
+        url.query_pairs_mut()
+            .append_pair("audience", audience)
+            .append_pair("format", "full");
+        self.get(url).await
+    }
+
+    /// The id of the project the instance runs in.
+    pub async fn project_id(&self) -> Result<String, MetadataError> {
+        self.get(self.url("project/project-id")).await
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}{path}", self.base.path()));
+        url
+    }
+
+    async fn get(&self, url: Url) -> Result<String, MetadataError> {
+        let response = self
+            .http
+            .get(url)
+            .header("metadata-flavor", HeaderValue::from_static("Google"))
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|err| {
+                if err.is_timeout() {
+                    MetadataError::Timeout
+                } else {
+                    MetadataError::Unreachable(err)
+                }
+            })?;
+        if !response.status().is_success() {
+            return Err(MetadataError::Status(response.status()));
+        }
+        let body = read_capped(response, MAX_ANSWER_BYTES)
+            .await
+            .map_err(|err| match err {
+                BodyError::Read(e) if e.is_timeout() => MetadataError::Timeout,
+                err => MetadataError::Body(err),
+            })?;
+        String::from_utf8(body.to_vec())
+            .map(|s| s.trim().to_owned())
+            .map_err(|_| MetadataError::NotText)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_validation() {
+        let env = |v: &'static str| move |k: &str| (k == "GCE_METADATA_HOST").then(|| v.to_owned());
+        assert_eq!(host_from_env(&|_| None).as_deref(), Ok(DEFAULT_HOST));
+        assert_eq!(
+            host_from_env(&env("127.0.0.1:8999")).as_deref(),
+            Ok("127.0.0.1:8999")
+        );
+        assert!(host_from_env(&env("http://127.0.0.1:8999")).is_err());
+        assert!(host_from_env(&env("host/path")).is_err());
+        assert!(host_from_env(&env("host:notaport")).is_err());
+    }
+
+    #[test]
+    fn identity_url() {
+        let http = reqwest::Client::new();
+        let c = MetadataClient::new("127.0.0.1:1", http, Duration::from_secs(1)).expect("client");
+        assert_eq!(
+            c.url("project/project-id").as_str(),
+            "http://127.0.0.1:1/computeMetadata/v1/project/project-id"
+        );
+    }
+}

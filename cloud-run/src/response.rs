@@ -1,0 +1,105 @@
+//! Plain-text responses, routing for the single `/` both services serve, and
+//! the one place where an error becomes a status code.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+/// The response body of both services: every answer is small and complete.
+pub type Body = Full<Bytes>;
+
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// A `text/plain; charset=utf-8` response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, TEXT_PLAIN);
+    response
+}
+
+/// An error that knows which status it answers with.
+pub trait HttpError: std::error::Error {
+    /// The status the caller gets.
+    fn status(&self) -> StatusCode;
+}
+
+/// The response for `err`: its status and its one-line message. The message
+/// is the error's own `Display`, never its sources, which may hold details
+/// (addresses, upstream text) that belong in logs only.
+pub fn error(err: &dyn HttpError) -> Response<Body> {
+    text(err.status(), format!("{err}\n"))
+}
+
+/// Both services serve one resource, `/`, for GET and HEAD. This answers
+/// everything else: 404 for another path, 405 (with `Allow`) for another
+/// method. `None` means the request is for the service itself.
+pub fn route_root<B>(req: &Request<B>) -> Option<Response<Body>> {
+    if req.uri().path() != "/" {
+        return Some(text(StatusCode::NOT_FOUND, "not found\n"));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Some(response);
+    }
+    None
+}
+
+/// Formats an error with its chain of sources, for logs.
+#[derive(Debug)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(err) = source {
+            write!(f, ": {err}")?;
+            source = err.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, path: &str) -> Request<()> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .expect("request")
+    }
+
+    #[test]
+    fn root_is_served_for_get_and_head() {
+        assert!(route_root(&request(Method::GET, "/")).is_none());
+        assert!(route_root(&request(Method::HEAD, "/")).is_none());
+        assert!(route_root(&request(Method::GET, "/?q=1")).is_none());
+    }
+
+    #[test]
+    fn other_paths_and_methods() {
+        let r = route_root(&request(Method::GET, "/x")).expect("404");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = route_root(&request(Method::POST, "/")).expect("405");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+    }
+
+    #[test]
+    fn chain_lists_sources() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::other("inner"));
+        assert_eq!(Chain(&err).to_string(), "outer: inner");
+    }
+}
