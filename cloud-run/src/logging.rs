@@ -75,6 +75,41 @@ pub fn set_project_id(project: impl Into<String>) {
     let _ = PROJECT_ID.set(project.into());
 }
 
+/// Learns the project id for trace links: `GOOGLE_CLOUD_PROJECT` when set,
+/// else, on Cloud Run (`K_SERVICE` set), from the metadata server in the
+/// background. Off Cloud Run without the variable, requests are not linked.
+pub fn learn_project_id(env: Lookup<'_>, http: Option<reqwest::Client>) {
+    if let Some(project) = env("GOOGLE_CLOUD_PROJECT") {
+        set_project_id(project);
+        return;
+    }
+    if env("K_SERVICE").is_none() {
+        return;
+    }
+    let Ok(host) = crate::metadata::host_from_env(env) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let timeout = std::time::Duration::from_secs(5);
+        let http = match http.map_or_else(|| crate::client::build(timeout), Ok) {
+            Ok(http) => http,
+            Err(err) => return tracing::warn!(%err, "no HTTP client to ask for the project id"),
+        };
+        let Some(metadata) = crate::metadata::MetadataClient::new(&host, http, timeout) else {
+            return;
+        };
+        match metadata.project_id().await {
+            Ok(project) => {
+                tracing::debug!(%project, "project id from the metadata server");
+                set_project_id(project);
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot learn the project id; logs carry no trace ids")
+            }
+        }
+    });
+}
+
 /// The span every request runs in.
 pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
     let trace = PROJECT_ID

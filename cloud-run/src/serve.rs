@@ -40,6 +40,10 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
 
+    match listener.local_addr() {
+        Ok(addr) => info!(%addr, "listening"),
+        Err(err) => warn!(%err, "listening on an unknown address"),
+    }
     let service = HandlerService(handler);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

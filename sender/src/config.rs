@@ -1,0 +1,192 @@
+//! The sender's settings, read from the environment and checked before the
+//! port is bound.
+
+use std::time::Duration;
+
+use cloud_run::{
+    config::{duration, Lookup},
+    metadata, ConfigError, ServerConfig,
+};
+use reqwest::Url;
+
+use crate::token::RefreshPolicy;
+
+/// Where the sender gets the ID tokens it presents to the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The metadata server (Cloud Run, GCE, or an emulator).
+    Metadata,
+    /// No token: for a public receiver and local runs.
+    None,
+}
+
+/// The sender's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen and how to shut down.
+    pub server: ServerConfig,
+    /// `RECEIVING_SERVICE_URL`: what `GET /` relays to, path kept.
+    pub receiver_url: Url,
+    /// `ID_TOKEN_AUDIENCE`: the token's `aud`; the receiver URL's origin by
+    /// default, which is what Cloud Run checks.
+    pub audience: String,
+    /// `ID_TOKEN_SOURCE`.
+    pub token_source: TokenSource,
+    /// `GCE_METADATA_HOST`: `host[:port]` of the metadata server.
+    pub metadata_host: String,
+    /// `REQUEST_TIMEOUT`: the longest wait for the receiver's whole answer.
+    pub request_timeout: Duration,
+    /// The longest wait for a TCP (and TLS) connection to the receiver.
+    pub connect_timeout: Duration,
+    /// The longest wait for one metadata server answer.
+    pub metadata_timeout: Duration,
+    /// `MAX_RESPONSE_BYTES`: a larger receiver answer gets 502 instead of
+    /// being buffered.
+    pub max_response_bytes: usize,
+    /// When cached tokens are renewed.
+    pub refresh: RefreshPolicy,
+}
+
+impl Config {
+    /// Defaults for relaying to `receiver_url`, tokens from the metadata server.
+    pub fn new(receiver_url: Url) -> Self {
+        Self {
+            server: ServerConfig::default(),
+            audience: origin(&receiver_url),
+            receiver_url,
+            token_source: TokenSource::Metadata,
+            metadata_host: metadata::DEFAULT_HOST.to_owned(),
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            metadata_timeout: Duration::from_secs(5),
+            max_response_bytes: 1024 * 1024,
+            refresh: RefreshPolicy::default(),
+        }
+    }
+
+    /// Reads the settings from `env`.
+    pub fn from_env(env: Lookup<'_>) -> Result<Self, ConfigError> {
+        let receiver_url = receiver_url(env)?;
+        let mut config = Self::new(receiver_url);
+        config.server = ServerConfig::from_env(env)?;
+        if let Some(audience) = env("ID_TOKEN_AUDIENCE") {
+            config.audience = audience;
+        }
+        config.token_source = match env("ID_TOKEN_SOURCE").as_deref() {
+            None | Some("metadata") => TokenSource::Metadata,
+            Some("none") => TokenSource::None,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "ID_TOKEN_SOURCE",
+                    format!("expected metadata or none, got {other:?}"),
+                ))
+            }
+        };
+        config.metadata_host = metadata::host_from_env(env)?;
+        if let Some(timeout) = duration(env, "REQUEST_TIMEOUT")? {
+            if timeout.is_zero() {
+                return Err(ConfigError::new("REQUEST_TIMEOUT", "must be more than 0"));
+            }
+            config.request_timeout = timeout;
+        }
+        if let Some(max) = env("MAX_RESPONSE_BYTES") {
+            config.max_response_bytes = max.parse().map_err(|_| {
+                ConfigError::new("MAX_RESPONSE_BYTES", format!("not a byte count: {max:?}"))
+            })?;
+        }
+        Ok(config)
+    }
+}
+
+fn receiver_url(env: Lookup<'_>) -> Result<Url, ConfigError> {
+    const VAR: &str = "RECEIVING_SERVICE_URL";
+    let value = env(VAR)
+        .ok_or_else(|| ConfigError::new(VAR, "not set; set it to the receiving service's URL"))?;
+    let url = Url::parse(&value)
+        .map_err(|err| ConfigError::new(VAR, format!("not an absolute URL ({err}): {value:?}")))?;
+    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+        return Err(ConfigError::new(
+            VAR,
+            format!("not an http or https URL: {value:?}"),
+        ));
+    }
+    Ok(url)
+}
+
+/// `scheme://host[:port]`, the audience Cloud Run expects for a service URL.
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn receiver_url_is_required_and_checked() {
+        let err = Config::from_env(&env(&[])).expect_err("missing");
+        assert_eq!(err.var, "RECEIVING_SERVICE_URL");
+        for bad in ["receiver:8080", "/relative", "ftp://host/", "not a url"] {
+            let err = Config::from_env(&env(&[("RECEIVING_SERVICE_URL", bad)])).expect_err(bad);
+            assert_eq!(err.var, "RECEIVING_SERVICE_URL", "{bad}");
+        }
+    }
+
+    #[test]
+    fn audience_defaults_to_the_origin() {
+        let c = Config::from_env(&env(&[(
+            "RECEIVING_SERVICE_URL",
+            "https://receiving-service-abc-uc.a.run.app/some/path?q=1",
+        )]))
+        .expect("config");
+        assert_eq!(c.audience, "https://receiving-service-abc-uc.a.run.app");
+        assert_eq!(c.receiver_url.path(), "/some/path");
+        let c = Config::from_env(&env(&[("RECEIVING_SERVICE_URL", "http://127.0.0.1:8081/")]))
+            .expect("config");
+        assert_eq!(c.audience, "http://127.0.0.1:8081");
+        let c = Config::from_env(&env(&[
+            ("RECEIVING_SERVICE_URL", "http://127.0.0.1:8081/"),
+            ("ID_TOKEN_AUDIENCE", "https://custom.example.com"),
+        ]))
+        .expect("config");
+        assert_eq!(c.audience, "https://custom.example.com");
+    }
+
+    #[test]
+    fn other_settings() {
+        let base = ("RECEIVING_SERVICE_URL", "http://127.0.0.1:8081/");
+        let c = Config::from_env(&env(&[base])).expect("defaults");
+        assert_eq!(c.token_source, TokenSource::Metadata);
+        assert_eq!(c.metadata_host, "metadata.google.internal");
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        let c = Config::from_env(&env(&[
+            base,
+            ("ID_TOKEN_SOURCE", "none"),
+            ("GCE_METADATA_HOST", "127.0.0.1:9000"),
+            ("REQUEST_TIMEOUT", "2500ms"),
+        ]))
+        .expect("config");
+        assert_eq!(c.token_source, TokenSource::None);
+        assert_eq!(c.metadata_host, "127.0.0.1:9000");
+        assert_eq!(c.request_timeout, Duration::from_millis(2500));
+        for (var, value) in [
+            ("ID_TOKEN_SOURCE", "gcloud"),
+            ("GCE_METADATA_HOST", "http://x"),
+            ("REQUEST_TIMEOUT", "0s"),
+            ("MAX_RESPONSE_BYTES", "lots"),
+            ("PORT", "99999"),
+        ] {
+            let err = Config::from_env(&env(&[base, (var, value)])).expect_err(var);
+            assert_eq!(err.var, var);
+        }
+    }
+}
