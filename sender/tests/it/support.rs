@@ -1,0 +1,381 @@
+//! Fakes and helpers shared by the sender's tests.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use cloud_run::{response::text, Body, ServerConfig, Spawned};
+use http::{Request, Response, StatusCode};
+use sender::{token::RefreshPolicy, Config, TokenSource};
+use tokio::{net::TcpListener, sync::Notify};
+
+/// Every test finishes within this, or fails instead of hanging.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `test` under [`LIMIT`].
+pub async fn bounded<T>(test: impl Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, test)
+        .await
+        .expect("test took too long")
+}
+
+/// Server settings for tests and fakes: loopback, any port, short grace.
+pub fn server_config() -> ServerConfig {
+    ServerConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        header_read_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    }
+}
+
+/// An HTTP client that never goes through a proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// `http://ADDR/`.
+pub fn root(addr: SocketAddr) -> String {
+    format!("http://{addr}/")
+}
+
+/// A gate a fake waits at until the test opens it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl Gate {
+    /// Lets everyone through, now and later.
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    async fn pass(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.open.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// An unsigned JWT with these claims; the sender reads `exp` only.
+pub fn jwt(exp: u64, aud: &str, serial: usize) -> String {
+    let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"RS256","kid":"test"}"#.to_owned()),
+        b64(format!(
+            r#"{{"exp":{exp},"aud":"{aud}","serial":{serial}}}"#
+        )),
+        b64(format!("signature-{serial}")),
+    )
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// What the fake metadata server does with an identity request.
+#[derive(Debug, Clone)]
+pub enum MetadataMode {
+    /// Mint a token living this long.
+    Mint(Duration),
+    /// Answer with this status and no token.
+    Fail(StatusCode),
+}
+
+/// One identity request, as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct IdentityCall {
+    pub path: String,
+    pub audience: Option<String>,
+    pub format: Option<String>,
+    pub flavor: Option<String>,
+}
+
+/// A fake GCE metadata server.
+#[derive(Debug)]
+pub struct FakeMetadata {
+    pub calls: Mutex<Vec<IdentityCall>>,
+    pub minted: Mutex<Vec<String>>,
+    /// The next answers, in order; the last one repeats.
+    pub modes: Mutex<Vec<MetadataMode>>,
+    /// Extra time each answer takes.
+    pub latency: Mutex<Duration>,
+    pub in_flight: AtomicUsize,
+    pub max_in_flight: AtomicUsize,
+    pub answered: Notify,
+}
+
+impl FakeMetadata {
+    pub fn new(modes: Vec<MetadataMode>) -> Arc<Self> {
+        Arc::new(Self {
+            calls: Mutex::default(),
+            minted: Mutex::default(),
+            modes: Mutex::new(modes),
+            latency: Mutex::new(Duration::ZERO),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            answered: Notify::new(),
+        })
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.calls.lock().expect("lock").len()
+    }
+
+    pub fn minted(&self) -> Vec<String> {
+        self.minted.lock().expect("lock").clone()
+    }
+
+    pub async fn start(self: &Arc<Self>) -> Spawned {
+        let fake = Arc::clone(self);
+        Spawned::serve(server_config(), move |req| {
+            let fake = Arc::clone(&fake);
+            async move { fake.answer(req).await }
+        })
+        .await
+        .expect("fake metadata server")
+    }
+
+    async fn answer<B>(&self, req: Request<B>) -> Response<Body> {
+        let query: Vec<(String, String)> =
+            req.uri().query().map(|q| url_pairs(q)).unwrap_or_default();
+        let get = |k: &str| {
+            query
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let call = IdentityCall {
+            path: req.uri().path().to_owned(),
+            audience: get("audience"),
+            format: get("format"),
+            flavor: req
+                .headers()
+                .get("metadata-flavor")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        };
+        let serial = {
+            let mut calls = self.calls.lock().expect("lock");
+            calls.push(call.clone());
+            calls.len()
+        };
+        let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight
+            .fetch_max(now_in_flight, Ordering::SeqCst);
+        let latency = *self.latency.lock().expect("lock");
+        if !latency.is_zero() {
+            // Simulates a slow dependency; no test relies on it for ordering.
+            tokio::time::sleep(latency).await;
+        }
+        let mode = {
+            let mut modes = self.modes.lock().expect("lock");
+            if modes.len() > 1 {
+                modes.remove(0)
+            } else {
+                modes[0].clone()
+            }
+        };
+        let response = if call.flavor.as_deref() != Some("Google") {
+            text(StatusCode::FORBIDDEN, "missing Metadata-Flavor")
+        } else if call.path != "/computeMetadata/v1/instance/service-accounts/default/identity" {
+            text(StatusCode::NOT_FOUND, "not here")
+        } else {
+            match mode {
+                MetadataMode::Mint(life) => {
+                    let token = jwt(
+                        now() + life.as_secs(),
+                        call.audience.as_deref().unwrap_or(""),
+                        serial,
+                    );
+                    self.minted.lock().expect("lock").push(token.clone());
+                    text(StatusCode::OK, token)
+                }
+                MetadataMode::Fail(status) => text(status, "no token for you"),
+            }
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.answered.notify_waiters();
+        response
+    }
+}
+
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    reqwest::Url::parse(&format!("http://x/?{query}"))
+        .expect("query")
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// What the fake receiver does.
+#[derive(Debug, Clone)]
+pub enum ReceiverMode {
+    /// Answer this status and body.
+    Answer(StatusCode, Bytes),
+    /// Wait at the gate, then say hello.
+    Hold,
+}
+
+/// A fake receiving service that records what it was sent.
+#[derive(Debug)]
+pub struct FakeReceiver {
+    pub requests: Mutex<Vec<http::request::Parts>>,
+    pub mode: Mutex<ReceiverMode>,
+    pub gate: Gate,
+    pub arrived: Notify,
+}
+
+impl FakeReceiver {
+    pub fn new(mode: ReceiverMode) -> Arc<Self> {
+        Arc::new(Self {
+            requests: Mutex::default(),
+            mode: Mutex::new(mode),
+            gate: Gate::default(),
+            arrived: Notify::new(),
+        })
+    }
+
+    pub fn hello() -> Arc<Self> {
+        Self::new(ReceiverMode::Answer(
+            StatusCode::OK,
+            Bytes::from_static(receiver::HELLO.as_bytes()),
+        ))
+    }
+
+    pub async fn start(self: &Arc<Self>) -> Spawned {
+        let fake = Arc::clone(self);
+        Spawned::serve(server_config(), move |req| {
+            let fake = Arc::clone(&fake);
+            async move { fake.answer(req).await }
+        })
+        .await
+        .expect("fake receiver")
+    }
+
+    /// The `Authorization` values the receiver got, in order.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|p| {
+                p.headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.to_str().expect("ascii").to_owned())
+            })
+            .collect()
+    }
+
+    async fn answer<B>(&self, req: Request<B>) -> Response<Body> {
+        let (parts, _) = req.into_parts();
+        self.requests.lock().expect("lock").push(parts);
+        self.arrived.notify_waiters();
+        let mode = self.mode.lock().expect("lock").clone();
+        match mode {
+            ReceiverMode::Answer(status, body) => text(status, body),
+            ReceiverMode::Hold => {
+                self.gate.pass().await;
+                text(StatusCode::OK, receiver::HELLO)
+            }
+        }
+    }
+}
+
+/// Sender settings for relaying to `receiver` with tokens from `metadata`.
+pub fn sender_config(receiver: SocketAddr, metadata: Option<SocketAddr>) -> Config {
+    let mut config = Config::new(root(receiver).parse().expect("url"));
+    config.server = server_config();
+    match metadata {
+        Some(addr) => config.metadata_host = addr.to_string(),
+        None => config.token_source = TokenSource::None,
+    }
+    config.request_timeout = Duration::from_secs(5);
+    config.metadata_timeout = Duration::from_secs(2);
+    config.refresh = RefreshPolicy::default();
+    config
+}
+
+/// The sender, in-process.
+pub async fn start_sender(config: Config) -> Spawned {
+    let listener = TcpListener::bind(config.server.addr).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    Spawned::new(addr, move |stop| async move {
+        sender::run(config, listener, stop).await.expect("sender");
+    })
+}
+
+/// The tutorial's set-up: fake metadata server, fake receiver, sender.
+pub struct Chain {
+    pub metadata: Arc<FakeMetadata>,
+    pub receiver: Arc<FakeReceiver>,
+    pub sender: Spawned,
+    servers: (Spawned, Spawned),
+}
+
+impl Chain {
+    pub async fn start(metadata: Arc<FakeMetadata>, receiver: Arc<FakeReceiver>) -> Self {
+        Self::start_with(metadata, receiver, |_| {}).await
+    }
+
+    pub async fn start_with(
+        metadata: Arc<FakeMetadata>,
+        receiver: Arc<FakeReceiver>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
+        let metadata_server = metadata.start().await;
+        let receiver_server = receiver.start().await;
+        let mut config = sender_config(receiver_server.addr(), Some(metadata_server.addr()));
+        tweak(&mut config);
+        let sender = start_sender(config).await;
+        Self {
+            metadata,
+            receiver,
+            sender,
+            servers: (metadata_server, receiver_server),
+        }
+    }
+
+    /// Where the fake receiver listens.
+    pub fn receiver_addr(&self) -> SocketAddr {
+        self.servers.1.addr()
+    }
+
+    /// `GET /` on the sender: status and body.
+    pub async fn get(&self) -> (StatusCode, String) {
+        let response = client()
+            .get(root(self.sender.addr()))
+            .send()
+            .await
+            .expect("sender answers");
+        let status = response.status();
+        (status, response.text().await.expect("body"))
+    }
+}
+
+/// A long-lived token, as the real metadata server mints.
+pub fn hour() -> MetadataMode {
+    MetadataMode::Mint(Duration::from_secs(3600))
+}
