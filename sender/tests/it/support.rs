@@ -159,8 +159,7 @@ impl FakeMetadata {
     }
 
     async fn answer<B>(&self, req: Request<B>) -> Response<Body> {
-        let query: Vec<(String, String)> =
-            req.uri().query().map(|q| url_pairs(q)).unwrap_or_default();
+        let query: Vec<(String, String)> = req.uri().query().map(url_pairs).unwrap_or_default();
         let get = |k: &str| {
             query
                 .iter()
