@@ -30,7 +30,11 @@ async fn listening_addr(child: &mut Child) -> std::net::SocketAddr {
         let entry: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         assert!(entry["severity"].is_string(), "{line}");
         if entry["message"] == "listening" {
-            let addr = entry["addr"].as_str().expect("addr").parse().expect("socket addr");
+            let addr = entry["addr"]
+                .as_str()
+                .expect("addr")
+                .parse()
+                .expect("socket addr");
             // Keep draining so the child never blocks on a full pipe.
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             return addr;
@@ -87,7 +91,10 @@ async fn bad_port_exits_non_zero_naming_it() {
         let entry: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
         assert_eq!(entry["severity"], "ERROR");
         assert!(
-            entry["message"].as_str().expect("message").starts_with("PORT: "),
+            entry["message"]
+                .as_str()
+                .expect("message")
+                .starts_with("PORT: "),
             "{out}"
         );
     })

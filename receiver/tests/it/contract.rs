@@ -70,7 +70,11 @@ async fn other_methods_are_not_allowed() {
                 .send()
                 .await
                 .expect("response");
-            assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method}"
+            );
             assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
         }
     })
@@ -116,7 +120,10 @@ async fn slow_request_head_is_cut_off() {
             .await
             .expect("the server closes a connection stuck in its request head");
         let text = String::from_utf8_lossy(&rest);
-        assert!(!text.contains(HELLO), "no answer to an incomplete head: {text}");
+        assert!(
+            !text.contains(HELLO),
+            "no answer to an incomplete head: {text}"
+        );
     })
     .await;
 }
@@ -131,7 +138,10 @@ async fn oversized_headers_get_431() {
             .send()
             .await
             .expect("response");
-        assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
     })
     .await;
 }
