@@ -20,6 +20,20 @@ pub enum TokenSource {
     None,
 }
 
+/// Which header carries the token to the receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenHeader {
+    /// `Authorization: Bearer`: what Cloud Run's IAM check and in-app
+    /// verification both read by default.
+    Authorization,
+    /// `X-Serverless-Authorization: Bearer`: read by Cloud Run's IAM check,
+    /// which then leaves `Authorization` alone.
+    Serverless,
+    /// The same token in both: a private receiver that also verifies in the
+    /// app gets an intact signature in `Authorization`.
+    Both,
+}
+
 /// The sender's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -32,6 +46,8 @@ pub struct Config {
     pub audience: String,
     /// `ID_TOKEN_SOURCE`.
     pub token_source: TokenSource,
+    /// `ID_TOKEN_HEADER`.
+    pub token_header: TokenHeader,
     /// `GCE_METADATA_HOST`: `host[:port]` of the metadata server.
     pub metadata_host: String,
     /// `REQUEST_TIMEOUT`: the longest wait for the receiver's whole answer.
@@ -55,6 +71,7 @@ impl Config {
             audience: origin(&receiver_url),
             receiver_url,
             token_source: TokenSource::Metadata,
+            token_header: TokenHeader::Authorization,
             metadata_host: metadata::DEFAULT_HOST.to_owned(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
@@ -82,6 +99,21 @@ impl Config {
                 ))
             }
         };
+        config.token_header =
+            match env("ID_TOKEN_HEADER")
+                .map(|v| v.to_ascii_lowercase())
+                .as_deref()
+            {
+                None | Some("authorization") => TokenHeader::Authorization,
+                Some("x-serverless-authorization") => TokenHeader::Serverless,
+                Some("both") => TokenHeader::Both,
+                Some(other) => return Err(ConfigError::new(
+                    "ID_TOKEN_HEADER",
+                    format!(
+                        "expected authorization, x-serverless-authorization or both, got {other:?}"
+                    ),
+                )),
+            };
         config.metadata_host = metadata::host_from_env(env)?;
         if let Some(timeout) = duration(env, "REQUEST_TIMEOUT")? {
             if timeout.is_zero() {
@@ -176,10 +208,20 @@ mod tests {
         ]))
         .expect("config");
         assert_eq!(c.token_source, TokenSource::None);
+        assert_eq!(c.token_header, TokenHeader::Authorization);
+        for (value, header) in [
+            ("authorization", TokenHeader::Authorization),
+            ("X-Serverless-Authorization", TokenHeader::Serverless),
+            ("both", TokenHeader::Both),
+        ] {
+            let c = Config::from_env(&env(&[base, ("ID_TOKEN_HEADER", value)])).expect(value);
+            assert_eq!(c.token_header, header);
+        }
         assert_eq!(c.metadata_host, "127.0.0.1:9000");
         assert_eq!(c.request_timeout, Duration::from_millis(2500));
         for (var, value) in [
             ("ID_TOKEN_SOURCE", "gcloud"),
+            ("ID_TOKEN_HEADER", "cookie"),
             ("GCE_METADATA_HOST", "http://x"),
             ("REQUEST_TIMEOUT", "0s"),
             ("MAX_RESPONSE_BYTES", "lots"),

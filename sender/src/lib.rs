@@ -13,7 +13,7 @@ use cloud_run::metadata::MetadataClient;
 use tokio::net::TcpListener;
 use tracing::info;
 
-pub use config::{Config, TokenSource};
+pub use config::{Config, TokenHeader, TokenSource};
 pub use relay::{Relay, PREFIX};
 pub use token::{IdToken, TokenCache};
 
@@ -60,6 +60,7 @@ impl Sender {
             http.clone(),
             config.receiver_url.clone(),
             tokens,
+            config.token_header,
             config.request_timeout,
             config.max_response_bytes,
         ));
@@ -87,6 +88,7 @@ impl Sender {
             receiver = %config.receiver_url,
             audience = %config.audience,
             token_source = ?config.token_source,
+            token_header = ?config.token_header,
             metadata_host = %config.metadata_host,
             request_timeout = ?config.request_timeout,
             shutdown_grace = ?config.server.shutdown_grace,

@@ -13,7 +13,10 @@ use http::{header::AUTHORIZATION, HeaderMap, HeaderName, Request, Response, Stat
 use reqwest::Url;
 use tracing::{debug, warn};
 
-use crate::token::{TokenCache, TokenError};
+use crate::{
+    config::TokenHeader,
+    token::{TokenCache, TokenError},
+};
 
 /// What the sender puts before the receiver's body.
 pub const PREFIX: &str = "Response from receiving service: ";
@@ -21,6 +24,9 @@ pub const PREFIX: &str = "Response from receiving service: ";
 /// Trace headers passed on, so the receiver's logs join the caller's trace.
 /// Nothing else of the caller's request is forwarded, least of all its
 /// `Authorization`.
+const X_SERVERLESS_AUTHORIZATION: HeaderName =
+    HeaderName::from_static("x-serverless-authorization");
+
 const FORWARDED: [HeaderName; 3] = [
     HeaderName::from_static("traceparent"),
     HeaderName::from_static("tracestate"),
@@ -63,16 +69,19 @@ pub struct Relay {
     http: reqwest::Client,
     target: Url,
     tokens: Option<Arc<TokenCache>>,
+    header: TokenHeader,
     timeout: Duration,
     max_body: usize,
 }
 
 impl Relay {
-    /// A relay to `target`, presenting tokens from `tokens` if any.
+    /// A relay to `target`, presenting tokens from `tokens` (if any) in
+    /// `header`.
     pub fn new(
         http: reqwest::Client,
         target: Url,
         tokens: Option<Arc<TokenCache>>,
+        header: TokenHeader,
         timeout: Duration,
         max_body: usize,
     ) -> Self {
@@ -80,6 +89,7 @@ impl Relay {
             http,
             target,
             tokens,
+            header,
             timeout,
             max_body,
         }
@@ -109,7 +119,12 @@ impl Relay {
         }
         if let Some(tokens) = &self.tokens {
             let token = tokens.get().await.map_err(RelayError::Token)?;
-            request = request.header(AUTHORIZATION, token.bearer());
+            if self.header != TokenHeader::Serverless {
+                request = request.header(AUTHORIZATION, token.bearer());
+            }
+            if self.header != TokenHeader::Authorization {
+                request = request.header(X_SERVERLESS_AUTHORIZATION, token.bearer());
+            }
         }
         let answer = request.send().await.map_err(|err| self.send_error(err))?;
         let status = answer.status();

@@ -199,3 +199,36 @@ async fn other_paths_and_methods_answer_like_the_receiver() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_token_header_is_chosen_by_config() {
+    bounded(async {
+        for (choice, in_authorization, in_serverless) in [
+            (sender::TokenHeader::Authorization, true, false),
+            (sender::TokenHeader::Serverless, false, true),
+            (sender::TokenHeader::Both, true, true),
+        ] {
+            let chain = Chain::start_with(
+                FakeMetadata::new(vec![hour()]),
+                FakeReceiver::hello(),
+                |config| config.token_header = choice,
+            )
+            .await;
+            assert_eq!(chain.get().await.0, StatusCode::OK);
+            let bearer = format!("Bearer {}", chain.metadata.minted()[0]);
+            let seen = &chain.receiver.requests.lock().expect("lock")[0];
+            let value = |name: &str| seen.headers.get(name).map(|v| v.to_str().expect("ascii"));
+            assert_eq!(
+                value("authorization"),
+                in_authorization.then_some(bearer.as_str()),
+                "{choice:?}"
+            );
+            assert_eq!(
+                value("x-serverless-authorization"),
+                in_serverless.then_some(bearer.as_str()),
+                "{choice:?}"
+            );
+        }
+    })
+    .await;
+}
