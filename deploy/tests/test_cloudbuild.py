@@ -115,7 +115,7 @@ def test_gcloudignore_uploads_the_build_inputs_only(tmp_path):
             "cloud-run/Cargo.toml", "cloud-run/src/lib.rs", "receiver/src/main.rs", "sender/src/lib.rs",
             "sender/tests/relay/main.rs", "metadata-emulator/src/main.rs", "README.md"]
     left_out = [".git/HEAD", "target/release/sender", "cloud-run/target/debug/x", "bench/results.txt",
-                ".ci/run", "deploy/cloud-run.sh", "deploy/tests/__pycache__/x.pyc", ".gcloudignore",
+                ".ci/run", "deploy/cloud-run.sh", "tests/interop/test_tutorial.py", "deploy/tests/__pycache__/x.pyc", ".gcloudignore",
                 ".gitignore"]
     result = ignored(tmp_path, kept + left_out)
     assert result & set(kept) == set()
