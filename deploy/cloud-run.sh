@@ -7,13 +7,14 @@ readonly RECEIVER_SERVICE=receiving-service
 readonly SENDER_SERVICE=sending-service
 readonly SA_NAME=calling-service-sa
 readonly SA_DISPLAY_NAME="Calling Service Account"
-readonly APIS=(
+APIS=(
   run.googleapis.com
   cloudbuild.googleapis.com
   iamcredentials.googleapis.com
   artifactregistry.googleapis.com
   iam.googleapis.com
 )
+readonly APIS
 readonly RECEIVER_HELLO="Hello from the receiving service!"
 readonly SENDER_PREFIX="Response from receiving service: "
 
