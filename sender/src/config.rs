@@ -9,16 +9,8 @@ use cloud_run::{
 };
 use reqwest::Url;
 
-use crate::token::RefreshPolicy;
-
-/// Where the sender gets the ID tokens it presents to the receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenSource {
-    /// The metadata server (Cloud Run, GCE, or an emulator).
-    Metadata,
-    /// No token: for a public receiver and local runs.
-    None,
-}
+pub use crate::sources::TokenSource;
+use crate::{sources::IAM_CREDENTIALS_URL, token::RefreshPolicy};
 
 /// Which header carries the token to the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +38,10 @@ pub struct Config {
     pub audience: String,
     /// `ID_TOKEN_SOURCE`.
     pub token_source: TokenSource,
+    /// Base URL of the IAM Service Account Credentials API (for tests).
+    pub iam_credentials_url: Url,
+    /// The longest wait for a token endpoint (key exchange, impersonation).
+    pub token_endpoint_timeout: Duration,
     /// `ID_TOKEN_HEADER`.
     pub token_header: TokenHeader,
     /// `GCE_METADATA_HOST`: `host[:port]` of the metadata server.
@@ -71,6 +67,8 @@ impl Config {
             audience: origin(&receiver_url),
             receiver_url,
             token_source: TokenSource::Metadata,
+            iam_credentials_url: Url::parse(IAM_CREDENTIALS_URL).expect("a valid URL"),
+            token_endpoint_timeout: Duration::from_secs(5),
             token_header: TokenHeader::Authorization,
             metadata_host: metadata::DEFAULT_HOST.to_owned(),
             request_timeout: Duration::from_secs(10),
@@ -89,31 +87,23 @@ impl Config {
         if let Some(audience) = env("ID_TOKEN_AUDIENCE") {
             config.audience = audience;
         }
-        config.token_source = match env("ID_TOKEN_SOURCE").as_deref() {
-            None | Some("metadata") => TokenSource::Metadata,
-            Some("none") => TokenSource::None,
+        config.token_source = TokenSource::from_env(env)?;
+        config.token_header = match env("ID_TOKEN_HEADER")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("authorization") => TokenHeader::Authorization,
+            Some("x-serverless-authorization") => TokenHeader::Serverless,
+            Some("both") => TokenHeader::Both,
             Some(other) => {
                 return Err(ConfigError::new(
-                    "ID_TOKEN_SOURCE",
-                    format!("expected metadata or none, got {other:?}"),
-                ))
-            }
-        };
-        config.token_header =
-            match env("ID_TOKEN_HEADER")
-                .map(|v| v.to_ascii_lowercase())
-                .as_deref()
-            {
-                None | Some("authorization") => TokenHeader::Authorization,
-                Some("x-serverless-authorization") => TokenHeader::Serverless,
-                Some("both") => TokenHeader::Both,
-                Some(other) => return Err(ConfigError::new(
                     "ID_TOKEN_HEADER",
                     format!(
                         "expected authorization, x-serverless-authorization or both, got {other:?}"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         config.metadata_host = metadata::host_from_env(env)?;
         if let Some(timeout) = duration(env, "REQUEST_TIMEOUT")? {
             if timeout.is_zero() {
@@ -197,7 +187,7 @@ mod tests {
     fn other_settings() {
         let base = ("RECEIVING_SERVICE_URL", "http://127.0.0.1:8081/");
         let c = Config::from_env(&env(&[base])).expect("defaults");
-        assert_eq!(c.token_source, TokenSource::Metadata);
+        assert!(matches!(c.token_source, TokenSource::Metadata));
         assert_eq!(c.metadata_host, "metadata.google.internal");
         assert_eq!(c.request_timeout, Duration::from_secs(10));
         let c = Config::from_env(&env(&[
@@ -207,7 +197,7 @@ mod tests {
             ("REQUEST_TIMEOUT", "2500ms"),
         ]))
         .expect("config");
-        assert_eq!(c.token_source, TokenSource::None);
+        assert!(matches!(c.token_source, TokenSource::None));
         assert_eq!(c.token_header, TokenHeader::Authorization);
         for (value, header) in [
             ("authorization", TokenHeader::Authorization),

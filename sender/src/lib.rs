@@ -5,11 +5,13 @@
 
 pub mod config;
 pub mod relay;
+pub mod sources;
 pub mod token;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use cloud_run::metadata::MetadataClient;
+use sources::Fetcher;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -26,6 +28,12 @@ pub enum StartError {
     /// `GCE_METADATA_HOST` is unusable.
     #[error("GCE_METADATA_HOST: not host[:port]")]
     MetadataHost,
+    /// No credentials of the caller's own to impersonate with.
+    #[error("impersonation needs credentials of the caller's own (gcloud auth application-default login, a key, or the metadata server)")]
+    Caller(#[source] gcp_auth::Error),
+    /// The service account email does not fit in a URL.
+    #[error("IMPERSONATE_SERVICE_ACCOUNT: not usable in a URL")]
+    ImpersonateUrl,
 }
 
 /// A sender ready to serve: settings checked, HTTP client built.
@@ -37,25 +45,47 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Builds the process's one HTTP client and the relay around it.
-    pub fn new(config: Config) -> Result<Self, StartError> {
+    /// Builds the process's one HTTP client, the token source and the relay
+    /// around them. Async because finding the caller's credentials for
+    /// impersonation may ask the metadata server.
+    pub async fn new(config: Config) -> Result<Self, StartError> {
         let http = cloud_run::client::build(config.connect_timeout).map_err(StartError::Client)?;
-        let tokens = match config.token_source {
+        let fetcher = match &config.token_source {
             TokenSource::None => None,
-            TokenSource::Metadata => {
-                let metadata = MetadataClient::new(
-                    &config.metadata_host,
-                    http.clone(),
-                    config.metadata_timeout,
-                )
-                .ok_or(StartError::MetadataHost)?;
-                Some(TokenCache::new(
-                    token::Fetcher::Metadata(metadata),
-                    config.audience.clone(),
-                    config.refresh,
-                ))
+            TokenSource::Metadata => Some(Fetcher::Metadata(
+                MetadataClient::new(&config.metadata_host, http.clone(), config.metadata_timeout)
+                    .ok_or(StartError::MetadataHost)?,
+            )),
+            TokenSource::ServiceAccountKey(key) => Some(Fetcher::Key {
+                http: http.clone(),
+                key: Arc::clone(key),
+                timeout: config.token_endpoint_timeout,
+            }),
+            TokenSource::Impersonate {
+                service_account,
+                caller_key,
+            } => {
+                let caller: Arc<dyn gcp_auth::TokenProvider> = match caller_key {
+                    Some(path) => Arc::new(
+                        gcp_auth::CustomServiceAccount::from_file(path)
+                            .map_err(StartError::Caller)?,
+                    ),
+                    None => gcp_auth::provider().await.map_err(StartError::Caller)?,
+                };
+                Some(Fetcher::Impersonate {
+                    http: http.clone(),
+                    caller,
+                    url: Fetcher::generate_id_token_url(
+                        &config.iam_credentials_url,
+                        service_account,
+                    )
+                    .ok_or(StartError::ImpersonateUrl)?,
+                    timeout: config.token_endpoint_timeout,
+                })
             }
         };
+        let tokens = fetcher
+            .map(|fetcher| TokenCache::new(fetcher, config.audience.clone(), config.refresh));
         let relay = Arc::new(Relay::new(
             http.clone(),
             config.receiver_url.clone(),
@@ -87,7 +117,8 @@ impl Sender {
         info!(
             receiver = %config.receiver_url,
             audience = %config.audience,
-            token_source = ?config.token_source,
+            token_source = config.token_source.name(),
+            identity = identity(&config.token_source),
             token_header = ?config.token_header,
             metadata_host = %config.metadata_host,
             request_timeout = ?config.request_timeout,
@@ -109,6 +140,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    Sender::new(config)?.run(listener, shutdown).await;
+    Sender::new(config).await?.run(listener, shutdown).await;
     Ok(())
+}
+
+/// As whom tokens are fetched, when known before the first fetch.
+fn identity(source: &TokenSource) -> &str {
+    match source {
+        TokenSource::ServiceAccountKey(key) => key.client_email(),
+        TokenSource::Impersonate {
+            service_account, ..
+        } => service_account,
+        TokenSource::Metadata => "the instance's service account",
+        TokenSource::None => "nobody",
+    }
 }

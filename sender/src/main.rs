@@ -1,4 +1,4 @@
-//! `sender`: logs, config, bind, serve until SIGTERM.
+//! `sender`: logs, config, token source, bind, serve until SIGTERM.
 
 use std::process::ExitCode;
 
@@ -10,10 +10,13 @@ use tracing::error;
 async fn main() -> ExitCode {
     let env = process_env;
     let config = cloud_run::logging::init(&env).and_then(|_| sender::Config::from_env(&env));
-    let sender = match config
-        .map_err(|e| e.to_string())
-        .and_then(|config| sender::Sender::new(config).map_err(|e| Chain(&e).to_string()))
-    {
+    let sender = match config {
+        Ok(config) => sender::Sender::new(config)
+            .await
+            .map_err(|err| Chain(&err).to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    let sender = match sender {
         Ok(sender) => sender,
         Err(err) => {
             error!("{err}");

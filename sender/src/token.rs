@@ -8,7 +8,9 @@ use std::{
 };
 
 use base64::Engine as _;
-use cloud_run::metadata::{MetadataClient, MetadataError};
+use cloud_run::metadata::MetadataError;
+
+use crate::sources::Fetcher;
 use http::HeaderValue;
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -86,6 +88,37 @@ pub enum TokenError {
     /// The metadata server failed.
     #[error(transparent)]
     Metadata(Arc<MetadataError>),
+    /// A token endpoint could not be reached.
+    #[error("{endpoint} unreachable")]
+    Unreachable {
+        /// Which endpoint.
+        endpoint: &'static str,
+        /// Why.
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    /// A token endpoint did not answer in time.
+    #[error("{endpoint} did not answer in time")]
+    Timeout {
+        /// Which endpoint.
+        endpoint: &'static str,
+    },
+    /// A token endpoint refused, with its reason.
+    #[error("{endpoint} refused ({status}): {reason}")]
+    Refused {
+        /// Which endpoint.
+        endpoint: &'static str,
+        /// Its status code.
+        status: u16,
+        /// Its reason, one line.
+        reason: String,
+    },
+    /// No access token of the caller's own, to impersonate with.
+    #[error("no access token of the caller's own to impersonate with")]
+    Caller(#[source] Arc<gcp_auth::Error>),
+    /// The assertion could not be signed.
+    #[error("cannot sign the token request")]
+    Sign,
     /// The token source answered with something that is not a usable JWT.
     #[error("token source sent a malformed ID token: {0}")]
     Malformed(&'static str),
@@ -111,25 +144,6 @@ impl Default for RefreshPolicy {
             early: Duration::from_secs(240),
             min_remaining: Duration::from_secs(10),
         }
-    }
-}
-
-/// Where tokens come from.
-#[derive(Debug)]
-pub enum Fetcher {
-    /// The metadata server's identity endpoint.
-    Metadata(MetadataClient),
-}
-
-impl Fetcher {
-    async fn fetch(&self, audience: &str) -> Result<IdToken, TokenError> {
-        let jwt = match self {
-            Self::Metadata(client) => client
-                .identity_token(audience)
-                .await
-                .map_err(|err| TokenError::Metadata(Arc::new(err)))?,
-        };
-        IdToken::from_jwt(&jwt)
     }
 }
 

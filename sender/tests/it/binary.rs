@@ -154,3 +154,35 @@ async fn the_token_never_appears_in_the_output() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn user_credentials_without_impersonation_stop_the_start() {
+    bounded(async {
+        let dir = std::env::temp_dir().join(format!("sender-adc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let adc = dir.join("application_default_credentials.json");
+        std::fs::write(
+            &adc,
+            r#"{"type":"authorized_user","client_id":"x","client_secret":"y","refresh_token":"z"}"#,
+        )
+        .expect("write");
+        let output = sender()
+            .env(
+                "RECEIVING_SERVICE_URL",
+                "https://receiving-service.example.run.app",
+            )
+            .env("CLOUDSDK_CONFIG", &dir)
+            .output()
+            .await
+            .expect("run");
+        assert!(!output.status.success());
+        let out = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let entry: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+        let message = entry["message"].as_str().expect("message");
+        assert!(message.starts_with("ID_TOKEN_SOURCE: "), "{message}");
+        assert!(message.contains("cannot mint ID tokens"), "{message}");
+        assert!(message.contains("IMPERSONATE_SERVICE_ACCOUNT"), "{message}");
+    })
+    .await;
+}

@@ -5,5 +5,6 @@ mod binary;
 mod failures;
 mod relay;
 mod shutdown;
+mod sources;
 mod support;
 mod tokens;

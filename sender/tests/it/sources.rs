@@ -1,0 +1,426 @@
+//! Token sources off the metadata server: a service-account key exchanged at
+//! its token endpoint, and impersonation through the IAM credentials API.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use aws_lc_rs::{
+    encoding::AsDer,
+    rsa::{KeyPair, KeySize},
+    signature::KeyPair as _,
+};
+use base64::Engine as _;
+use bytes::Bytes;
+use cloud_run::{response::text, Body, Spawned};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use sender::Config;
+use tokio::sync::OnceCell;
+
+use crate::support::{bounded, client, jwt, root, server_config, start_sender, FakeReceiver};
+
+const EMAIL: &str = "calling-service-sa@test-project.iam.gserviceaccount.com";
+const KEY_ID: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// A 2048-bit test key, generated once per test binary.
+struct TestKey {
+    pem: String,
+    public_der: Vec<u8>,
+}
+
+async fn test_key() -> &'static TestKey {
+    static KEY: OnceCell<TestKey> = OnceCell::const_new();
+    KEY.get_or_init(|| async {
+        let pair = KeyPair::generate(KeySize::Rsa2048).expect("generate");
+        let der = pair.as_der().expect("pkcs8");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("ascii"))
+            .collect();
+        TestKey {
+            pem: format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                lines.join("\n")
+            ),
+            public_der: pair.public_key().as_ref().to_vec(),
+        }
+    })
+    .await
+}
+
+/// Writes a service-account key file whose `token_uri` is `token_uri`.
+async fn key_file(token_uri: &str) -> PathBuf {
+    let key = test_key().await;
+    let dir = std::env::temp_dir().join(format!(
+        "sender-sources-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("key.json");
+    let json = serde_json::json!({
+        "type": "service_account",
+        "project_id": "test-project",
+        "private_key_id": KEY_ID,
+        "private_key": key.pem,
+        "client_email": EMAIL,
+        "client_id": "123456789",
+        "token_uri": token_uri,
+    });
+    std::fs::write(&path, json.to_string()).expect("write key");
+    path
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::SeqCst)
+}
+
+/// One request to a fake token endpoint.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    authorization: Option<String>,
+    form: Vec<(String, String)>,
+    json: Option<serde_json::Value>,
+}
+
+/// A fake OAuth token endpoint and IAM credentials API in one server: it
+/// answers with `answer(seen)` and records every request.
+struct FakeGoogle {
+    seen: Mutex<Vec<Seen>>,
+    answer: Box<Answer>,
+}
+
+type Answer = dyn Fn(&Seen) -> (StatusCode, String) + Send + Sync;
+
+impl FakeGoogle {
+    fn new(answer: impl Fn(&Seen) -> (StatusCode, String) + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Self {
+            seen: Mutex::default(),
+            answer: Box::new(answer),
+        })
+    }
+
+    async fn start(self: &Arc<Self>) -> Spawned {
+        let fake = Arc::clone(self);
+        Spawned::serve(server_config(), move |req| {
+            let fake = Arc::clone(&fake);
+            async move { fake.handle(req).await }
+        })
+        .await
+        .expect("fake google")
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let body: Bytes = body.collect().await.expect("body").to_bytes();
+        let seen = Seen {
+            path: parts.uri.path().to_owned(),
+            authorization: parts
+                .headers
+                .get("authorization")
+                .map(|v| v.to_str().expect("ascii").to_owned()),
+            form: url::form_urlencoded_pairs(&body),
+            json: serde_json::from_slice(&body).ok(),
+        };
+        let (status, answer) = (self.answer)(&seen);
+        self.seen.lock().expect("lock").push(seen);
+        let mut response = text(status, answer);
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+mod url {
+    pub fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
+        let text = std::str::from_utf8(body).unwrap_or("");
+        reqwest::Url::parse(&format!("http://x/?{text}"))
+            .map(|u| {
+                u.query_pairs()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn form<'a>(seen: &'a Seen, key: &str) -> Option<&'a str> {
+    seen.form
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn id_token_for(audience: &str) -> String {
+    jwt(4_000_000_000, audience, 7)
+}
+
+async fn sender_with(
+    source: sender::TokenSource,
+    receiver: &Spawned,
+    tweak: impl FnOnce(&mut Config),
+) -> Spawned {
+    let mut config = crate::support::sender_config(receiver.addr(), None);
+    config.token_source = source;
+    config.token_endpoint_timeout = Duration::from_secs(2);
+    tweak(&mut config);
+    start_sender(config).await
+}
+
+fn key_source(path: &std::path::Path) -> sender::TokenSource {
+    let path = path.to_str().expect("utf-8").to_owned();
+    let env = move |k: &str| match k {
+        "ID_TOKEN_SOURCE" => Some("service-account-key".to_owned()),
+        "GOOGLE_APPLICATION_CREDENTIALS" => Some(path.clone()),
+        _ => None,
+    };
+    sender::TokenSource::from_env(&env).expect("key source")
+}
+
+#[tokio::test]
+async fn a_key_is_exchanged_for_an_id_token_with_a_signed_assertion() {
+    bounded(async {
+        let google = FakeGoogle::new(|_| {
+            (
+                StatusCode::OK,
+                serde_json::json!({ "id_token": id_token_for("minted") }).to_string(),
+            )
+        });
+        let google_server = google.start().await;
+        let token_uri = format!("http://{}/token", google_server.addr());
+        let key = key_file(&token_uri).await;
+        let receiver = FakeReceiver::hello();
+        let receiver_server = receiver.start().await;
+        let sender = sender_with(key_source(&key), &receiver_server, |_| {}).await;
+
+        let response = client()
+            .get(root(sender.addr()))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            receiver.authorizations(),
+            vec![Some(format!("Bearer {}", id_token_for("minted")))]
+        );
+
+        let seen = google.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].path, "/token");
+        assert_eq!(
+            form(&seen[0], "grant_type"),
+            Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+        );
+        let assertion = form(&seen[0], "assertion").expect("assertion");
+        let header = jsonwebtoken::decode_header(assertion).expect("header");
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+        assert_eq!(header.kid.as_deref(), Some(KEY_ID));
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&[&token_uri]);
+        validation.set_issuer(&[EMAIL]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            assertion,
+            &jsonwebtoken::DecodingKey::from_rsa_der(&test_key().await.public_der),
+            &validation,
+        )
+        .expect("the assertion is signed by the key")
+        .claims;
+        assert_eq!(claims["sub"], EMAIL);
+        assert_eq!(
+            claims["target_audience"],
+            format!("http://{}", receiver_server.addr())
+        );
+        let iat = claims["iat"].as_u64().expect("iat");
+        assert_eq!(claims["exp"].as_u64().expect("exp"), iat + 3600);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_make_one_key_exchange() {
+    bounded(async {
+        let google = FakeGoogle::new(|_| {
+            (
+                StatusCode::OK,
+                serde_json::json!({ "id_token": id_token_for("x") }).to_string(),
+            )
+        });
+        let google_server = google.start().await;
+        let key = key_file(&format!("http://{}/token", google_server.addr())).await;
+        let receiver_server = FakeReceiver::hello().start().await;
+        let sender = sender_with(key_source(&key), &receiver_server, |_| {}).await;
+        let client = client();
+        let requests: Vec<_> = (0..100)
+            .map(|_| tokio::spawn(client.get(root(sender.addr())).send()))
+            .collect();
+        for request in requests {
+            assert_eq!(
+                request.await.expect("join").expect("response").status(),
+                StatusCode::OK
+            );
+        }
+        assert_eq!(google.seen().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_endpoint_error_is_503_with_its_reason_and_no_secrets() {
+    bounded(async {
+        let google = FakeGoogle::new(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#.to_owned(),
+            )
+        });
+        let google_server = google.start().await;
+        let key = key_file(&format!("http://{}/token", google_server.addr())).await;
+        let receiver = FakeReceiver::hello();
+        let receiver_server = receiver.start().await;
+        let sender = sender_with(key_source(&key), &receiver_server, |_| {}).await;
+        let response = client().get(root(sender.addr())).send().await.expect("response");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = response.text().await.expect("body");
+        assert_eq!(
+            body,
+            "could not get an ID token: token endpoint refused (400): invalid_grant: Invalid JWT Signature.\n"
+        );
+        let assertion = form(&google.seen()[0], "assertion").expect("assertion").to_owned();
+        let signature = assertion.rsplit('.').next().expect("signature");
+        assert!(!body.contains(signature));
+        assert!(!body.contains("PRIVATE KEY"));
+        assert!(receiver.requests.lock().expect("lock").is_empty());
+    })
+    .await;
+}
+
+/// A caller whose own credentials are a key file, exchanged (by gcp_auth) at
+/// the fake's `/token` for an access token; the fake's `/v1/...` is the IAM
+/// credentials API.
+fn impersonation_answers(seen: &Seen) -> (StatusCode, String) {
+    if seen.path == "/token" {
+        return (
+            StatusCode::OK,
+            serde_json::json!({
+                "access_token": "ya29.caller-access-token",
+                "expires_in": 3599,
+                "token_type": "Bearer"
+            })
+            .to_string(),
+        );
+    }
+    if seen.authorization.as_deref() != Some("Bearer ya29.caller-access-token") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":{"message":"no"}}"#.to_owned(),
+        );
+    }
+    if seen.path.contains("denied-sa@") {
+        return (
+            StatusCode::FORBIDDEN,
+            r#"{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getOpenIdToken' denied on resource (or it may not exist).","status":"PERMISSION_DENIED"}}"#.to_owned(),
+        );
+    }
+    let audience = seen
+        .json
+        .as_ref()
+        .and_then(|j| j["audience"].as_str())
+        .unwrap_or("");
+    (
+        StatusCode::OK,
+        serde_json::json!({ "token": id_token_for(audience) }).to_string(),
+    )
+}
+
+async fn impersonating_sender(
+    google: &Spawned,
+    receiver: &Spawned,
+    service_account: &str,
+) -> Spawned {
+    let caller_key = key_file(&format!("http://{}/token", google.addr())).await;
+    let base: reqwest::Url = format!("http://{}/", google.addr()).parse().expect("url");
+    let source = sender::TokenSource::Impersonate {
+        service_account: service_account.to_owned(),
+        caller_key: Some(caller_key),
+    };
+    sender_with(source, receiver, |config| config.iam_credentials_url = base).await
+}
+
+#[tokio::test]
+async fn impersonation_presents_the_callers_access_token() {
+    bounded(async {
+        let google = FakeGoogle::new(impersonation_answers);
+        let google_server = google.start().await;
+        let receiver = FakeReceiver::hello();
+        let receiver_server = receiver.start().await;
+        let target = "receiver-caller@test-project.iam.gserviceaccount.com";
+        let sender = impersonating_sender(&google_server, &receiver_server, target).await;
+
+        let response = client()
+            .get(root(sender.addr()))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let audience = format!("http://{}", receiver_server.addr());
+        assert_eq!(
+            receiver.authorizations(),
+            vec![Some(format!("Bearer {}", id_token_for(&audience)))]
+        );
+        let iam: Vec<Seen> = google
+            .seen()
+            .into_iter()
+            .filter(|s| s.path != "/token")
+            .collect();
+        assert_eq!(iam.len(), 1);
+        assert_eq!(
+            iam[0].path,
+            format!("/v1/projects/-/serviceAccounts/{target}:generateIdToken")
+        );
+        assert_eq!(
+            iam[0].authorization.as_deref(),
+            Some("Bearer ya29.caller-access-token")
+        );
+        let body = iam[0].json.as_ref().expect("json body");
+        assert_eq!(body["audience"], audience);
+        assert_eq!(body["includeEmail"], true);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn impersonation_refused_names_the_missing_role() {
+    bounded(async {
+        let google = FakeGoogle::new(impersonation_answers);
+        let google_server = google.start().await;
+        let receiver_server = FakeReceiver::hello().start().await;
+        let sender = impersonating_sender(
+            &google_server,
+            &receiver_server,
+            "denied-sa@test-project.iam.gserviceaccount.com",
+        )
+        .await;
+        let response = client().get(root(sender.addr())).send().await.expect("response");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = response.text().await.expect("body");
+        assert!(body.starts_with("could not get an ID token: IAM credentials API refused (403): the caller needs roles/iam.serviceAccountOpenIdTokenCreator"), "{body}");
+        assert!(!body.contains("caller-access-token"), "{body}");
+        assert_eq!(body.trim_end().lines().count(), 1);
+    })
+    .await;
+}
