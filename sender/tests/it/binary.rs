@@ -10,7 +10,7 @@ use tokio::{
 
 use crate::support::{bounded, client, hour, root, FakeMetadata, FakeReceiver};
 
-fn sender() -> Command {
+pub fn sender() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sender"));
     cmd.env_clear()
         .env("BIND_ADDR", "127.0.0.1")
@@ -25,7 +25,7 @@ fn sender() -> Command {
 
 /// Reads stdout until the `listening` line; returns the address and every
 /// line read so far, and keeps collecting the rest in the background.
-async fn listening(
+pub async fn listening(
     child: &mut Child,
 ) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
     let stdout = child.stdout.take().expect("stdout");
@@ -48,7 +48,7 @@ async fn listening(
     panic!("sender exited before listening: {seen:?}");
 }
 
-fn sigterm(child: &Child) {
+pub fn sigterm(child: &Child) {
     let pid = child.id().expect("pid").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])

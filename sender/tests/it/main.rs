@@ -3,6 +3,7 @@
 
 mod binary;
 mod failures;
+mod hardening;
 mod relay;
 mod shutdown;
 mod sources;

@@ -149,13 +149,21 @@ impl FakeMetadata {
     }
 
     pub async fn start(self: &Arc<Self>) -> Spawned {
+        let listener = TcpListener::bind(server_config().addr).await.expect("bind");
+        self.serve_on(listener)
+    }
+
+    /// Serves on a listener the test bound, e.g. on a port it reserved.
+    pub fn serve_on(self: &Arc<Self>, listener: TcpListener) -> Spawned {
         let fake = Arc::clone(self);
-        Spawned::serve(server_config(), move |req| {
-            let fake = Arc::clone(&fake);
-            async move { fake.answer(req).await }
+        let addr = listener.local_addr().expect("addr");
+        Spawned::new(addr, move |stop| async move {
+            let handler = move |req| {
+                let fake = Arc::clone(&fake);
+                async move { fake.answer(req).await }
+            };
+            cloud_run::serve(listener, &server_config(), handler, stop).await;
         })
-        .await
-        .expect("fake metadata server")
     }
 
     async fn answer<B>(&self, req: Request<B>) -> Response<Body> {
