@@ -1,1 +1,87 @@
-//! A local stand-in for the GCE metadata server.
+//! A local stand-in for the GCE metadata server. It mints real RS256 ID
+//! tokens (Google's claims, signed with its own key) for one service account
+//! and publishes the public keys as a JWKS, so the sender can get tokens and
+//! the receiver can verify them with no Google Cloud project at all.
+
+pub mod config;
+pub mod identity;
+pub mod keys;
+pub mod routes;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub use config::{Command, Config, UsageError};
+pub use identity::{Account, Format};
+pub use keys::{KeyError, KeySet};
+
+/// An emulator ready to serve: settings checked, keys loaded.
+#[derive(Debug)]
+pub struct Emulator {
+    config: Config,
+    state: Arc<routes::State>,
+}
+
+impl Emulator {
+    /// Loads the keys in `config.key_files`, or generates one.
+    pub fn new(config: Config) -> Result<Self, KeyError> {
+        let keys = if config.key_files.is_empty() {
+            KeySet::generate()?
+        } else {
+            KeySet::from_files(&config.key_files)?
+        };
+        Ok(Self::with_keys(config, keys))
+    }
+
+    /// An emulator signing with `keys`, whatever `config.key_files` says.
+    pub fn with_keys(config: Config, keys: KeySet) -> Self {
+        let account = Account::new(&config.email, &config.project_id);
+        let state = routes::State::new(account, keys, config.token_lifetime);
+        Self {
+            config,
+            state: Arc::new(state),
+        }
+    }
+
+    /// The address from the settings, to bind.
+    pub fn addr(&self) -> SocketAddr {
+        self.config.server.addr
+    }
+
+    /// The keys tokens are signed with.
+    pub fn keys(&self) -> &KeySet {
+        self.state.keys()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let Self { config, state } = self;
+        info!(
+            email = %state.account().email,
+            project_id = %state.account().project_id,
+            kid = %state.keys().kid(),
+            published_keys = state.keys().kids().len(),
+            token_lifetime = ?config.token_lifetime,
+            shutdown_grace = ?config.server.shutdown_grace,
+            "metadata emulator starting"
+        );
+        let handler = move |req| {
+            let state = Arc::clone(&state);
+            async move { routes::answer(&state, &req) }
+        };
+        cloud_run::serve(listener, &config.server, handler, shutdown).await;
+    }
+}
+
+/// Builds an [`Emulator`] from `config` and serves it on `listener` until
+/// `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), KeyError> {
+    Emulator::new(config)?.run(listener, shutdown).await;
+    Ok(())
+}

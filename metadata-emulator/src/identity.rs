@@ -1,0 +1,170 @@
+//! The service account the emulator speaks for, and the tokens it mints:
+//! ID tokens with Google's claims, and opaque stand-ins for access tokens.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::{digest, rand::SecureRandom as _, rand::SystemRandom};
+use serde::Serialize;
+
+use crate::keys::{KeySet, SignError};
+
+/// What Google's ID tokens carry as `iss`.
+pub const ISSUER: &str = "https://accounts.google.com";
+
+/// The claims set `format` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `aud`, `azp`, `exp`, `iat`, `iss`, `sub`: the default.
+    Standard,
+    /// The standard claims plus `email` and `email_verified`.
+    Full,
+}
+
+/// One service account in one project.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Its email.
+    pub email: String,
+    /// Its numeric unique id: `sub` and `azp` of its tokens.
+    pub unique_id: String,
+    /// The project's id.
+    pub project_id: String,
+    /// The project's number.
+    pub project_number: u64,
+}
+
+impl Account {
+    /// The account `email` in `project_id`, with numbers derived from the
+    /// names, so they are the same on every start and every machine.
+    pub fn new(email: &str, project_id: &str) -> Self {
+        // Google's unique ids are 21 digits starting with 1; project numbers 12.
+        let unique_id = format!("1{:020}", number(email) % 100_000_000_000_000_000_000);
+        // Below 10^12, so it always fits.
+        let project_number =
+            100_000_000_000 + u64::try_from(number(project_id) % 900_000_000_000).unwrap_or(0);
+        Self {
+            email: email.to_owned(),
+            unique_id,
+            project_id: project_id.to_owned(),
+            project_number,
+        }
+    }
+
+    /// The claims of an ID token for `audience`, issued at `now`.
+    pub fn claims<'a>(
+        &'a self,
+        audience: &'a str,
+        format: Format,
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Claims<'a> {
+        let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let full = format == Format::Full;
+        Claims {
+            aud: audience,
+            azp: &self.unique_id,
+            email: full.then_some(self.email.as_str()),
+            email_verified: full.then_some(true),
+            exp: iat.saturating_add(lifetime.as_secs()),
+            iat,
+            iss: ISSUER,
+            sub: &self.unique_id,
+        }
+    }
+
+    /// A signed ID token for `audience`, issued now.
+    pub fn id_token(
+        &self,
+        keys: &KeySet,
+        audience: &str,
+        format: Format,
+        lifetime: Duration,
+    ) -> Result<String, SignError> {
+        keys.sign(&self.claims(audience, format, SystemTime::now(), lifetime))
+    }
+}
+
+/// A fresh opaque access token: it only has to look like one, nothing here
+/// accepts it.
+pub fn access_token() -> String {
+    let mut bytes = [0u8; 24];
+    // On failure the zeroes still make a token of the right shape.
+    let _ = SystemRandom::new().fill(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("ya29.emulator.{hex}")
+}
+
+fn number(name: &str) -> u128 {
+    let hash = digest::digest(&digest::SHA256, name.as_bytes());
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash.as_ref()[..16]);
+    u128::from_be_bytes(first)
+}
+
+/// The payload of an ID token, in the order Google writes it.
+#[derive(Debug, Serialize)]
+pub struct Claims<'a> {
+    /// The audience asked for.
+    pub aud: &'a str,
+    /// The account's unique id.
+    pub azp: &'a str,
+    /// The account's email (`format=full` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<&'a str>,
+    /// Always true (`format=full` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issue time, seconds since the epoch.
+    pub iat: u64,
+    /// [`ISSUER`].
+    pub iss: &'static str,
+    /// The account's unique id.
+    pub sub: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_stable_and_shaped_like_googles() {
+        let a = Account::new("sa@p.iam.gserviceaccount.com", "p");
+        let b = Account::new("sa@p.iam.gserviceaccount.com", "p");
+        let c = Account::new("other@p.iam.gserviceaccount.com", "q");
+        assert_eq!(a.unique_id, b.unique_id);
+        assert_ne!(a.unique_id, c.unique_id);
+        assert_eq!(a.unique_id.len(), 21);
+        assert!(a.unique_id.starts_with('1'));
+        assert!(a.unique_id.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(a.project_number, b.project_number);
+        assert_eq!(a.project_number.to_string().len(), 12);
+    }
+
+    #[test]
+    fn full_adds_email_claims() {
+        let account = Account::new("sa@p.iam.gserviceaccount.com", "p");
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let hour = Duration::from_secs(3600);
+        let full =
+            serde_json::to_value(account.claims("aud", Format::Full, now, hour)).expect("json");
+        assert_eq!(full["email"], "sa@p.iam.gserviceaccount.com");
+        assert_eq!(full["email_verified"], true);
+        assert_eq!(full["iat"], 1_700_000_000u64);
+        assert_eq!(full["exp"], 1_700_003_600u64);
+        assert_eq!(full["iss"], ISSUER);
+        assert_eq!(full["azp"], full["sub"]);
+        let standard =
+            serde_json::to_value(account.claims("aud", Format::Standard, now, hour)).expect("json");
+        assert!(standard.get("email").is_none());
+        assert!(standard.get("email_verified").is_none());
+        assert_eq!(standard["aud"], "aud");
+    }
+
+    #[test]
+    fn access_tokens_differ() {
+        assert_ne!(access_token(), access_token());
+        assert!(access_token().starts_with("ya29."));
+    }
+}

@@ -1,0 +1,186 @@
+//! The real `metadata-emulator` binary: flags, start-up, bad input, SIGTERM.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+use crate::support::{bounded, client, id_token, key_path, key_set, url, verify, KEY_2};
+
+fn emulator() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_metadata-emulator"));
+    cmd.env_clear()
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Reads the JSON log on stdout until the `listening` line; returns its address.
+async fn listening_addr(child: &mut Child) -> SocketAddr {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await.expect("read") {
+        let entry: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        assert!(entry["severity"].is_string(), "{line}");
+        if entry["message"] == "listening" {
+            let addr = entry["addr"]
+                .as_str()
+                .expect("addr")
+                .parse()
+                .expect("socket addr");
+            // Keep draining so the child never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return addr;
+        }
+    }
+    panic!("emulator exited before listening");
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// The one JSON line a refused start-up writes, and the exit code.
+async fn refused(cmd: &mut Command) -> (Option<i32>, serde_json::Value) {
+    let output = cmd.output().await.expect("run");
+    let out = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    let entry: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+    assert_eq!(entry["severity"], "ERROR");
+    (output.status.code(), entry)
+}
+
+#[tokio::test]
+async fn serves_tokens_then_exits_zero_on_sigterm() {
+    bounded(async {
+        let mut child = emulator()
+            .args(["--port", "0", "--bind", "127.0.0.1"])
+            .spawn()
+            .expect("spawn");
+        let addr = listening_addr(&mut child).await;
+        assert!(addr.ip().is_loopback());
+        let token = id_token(addr, "http://127.0.0.1:8081", "full").await;
+        verify(addr, &token, "http://127.0.0.1:8081")
+            .await
+            .expect("valid against its own JWKS");
+        sigterm(&child);
+        let status = tokio::time::timeout(Duration::from_secs(3), child.wait())
+            .await
+            .expect("exit within 3 s of SIGTERM")
+            .expect("status");
+        assert!(status.success(), "{status}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn port_from_the_environment_and_loopback_by_default() {
+    bounded(async {
+        let mut child = emulator().env("PORT", "0").spawn().expect("spawn");
+        let addr = listening_addr(&mut child).await;
+        assert_eq!(addr.ip().to_string(), "127.0.0.1");
+        let response = client().get(url(addr, "/")).send().await.expect("response");
+        assert_eq!(response.status(), 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn key_files_are_published_first_one_signing() {
+    bounded(async {
+        let mut child = emulator()
+            .args(["--port=0", "--key-file", &key_path("test-key-2.pkcs8.pem")])
+            .arg(format!("--key-file={}", key_path("test-key-1.pkcs1.pem")))
+            .spawn()
+            .expect("spawn");
+        let addr = listening_addr(&mut child).await;
+        let jwks: serde_json::Value = client()
+            .get(url(addr, "/oauth2/v3/certs"))
+            .send()
+            .await
+            .expect("jwks")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(jwks["keys"].as_array().expect("keys").len(), 2);
+        let token = id_token(addr, "aud", "full").await;
+        let kid = jsonwebtoken::decode_header(&token).expect("header").kid;
+        assert_eq!(kid.as_deref(), Some(key_set(&[KEY_2]).kid()));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn help_lists_every_flag() {
+    bounded(async {
+        let output = emulator().arg("--help").output().await.expect("run");
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        for flag in [
+            "--port",
+            "--bind",
+            "--email",
+            "--project-id",
+            "--key-file",
+            "--token-lifetime",
+            "--help",
+            "/oauth2/v3/certs",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_flags_exit_2_naming_them() {
+    bounded(async {
+        for (args, expected) in [
+            (&["--port", "eighty"][..], "--port: "),
+            (&["--email"][..], "--email needs a value"),
+            (&["--verbose"][..], "unknown argument \"--verbose\""),
+        ] {
+            let (code, entry) = refused(emulator().args(args)).await;
+            assert_eq!(code, Some(2), "{args:?}");
+            let message = entry["message"].as_str().expect("message");
+            assert!(message.starts_with(expected), "{message}");
+        }
+        let (code, entry) = refused(emulator().env("PORT", "x")).await;
+        assert_eq!(code, Some(2));
+        assert!(entry["message"]
+            .as_str()
+            .expect("message")
+            .starts_with("PORT: "));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unusable_key_files_exit_1_naming_them() {
+    bounded(async {
+        let missing = key_path("no-such-key.pem");
+        let not_a_key = key_path("README.md");
+        for (path, expected) in [
+            (&missing, "cannot read"),
+            (&not_a_key, "no PEM private key"),
+        ] {
+            let (code, entry) = refused(emulator().args(["--port", "0", "--key-file", path])).await;
+            assert_eq!(code, Some(1), "{path}");
+            let message = entry["message"].as_str().expect("message");
+            assert!(message.starts_with(path.as_str()), "{message}");
+            assert!(message.contains(expected), "{message}");
+        }
+    })
+    .await;
+}
