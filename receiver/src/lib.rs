@@ -1,48 +1,139 @@
-//! The receiving service: answers `GET /` with the tutorial's greeting.
+//! The receiving service: answers `GET /` with the tutorial's greeting, and,
+//! when configured to, only to callers presenting a valid Google ID token.
 
-use std::future::Future;
+pub mod clock;
+pub mod config;
+pub mod keys;
+pub mod verify;
+
+use std::{future::Future, sync::Arc};
 
 use cloud_run::{
-    config::Lookup,
     response::{route_root, text},
-    Body, ConfigError, ServerConfig,
+    Body,
 };
 use http::{Request, Response, StatusCode};
-use tokio::net::TcpListener;
-use tracing::info;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tracing::{debug, info};
+
+pub use clock::Clock;
+pub use config::{AuthConfig, Config};
+pub use keys::{KeyCache, KeyPolicy};
+pub use verify::{AuthError, Caller, Verifier};
 
 /// The tutorial's exact answer, without a trailing newline.
 pub const HELLO: &str = "Hello from the receiving service!";
 
-/// The receiver's settings.
-#[derive(Debug, Clone, Default)]
-pub struct Config {
-    /// Where to listen and how to shut down.
-    pub server: ServerConfig,
+/// Why the receiver cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The HTTP client for the key endpoint could not be built (usually: no
+    /// CA certificates).
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
 }
 
-impl Config {
-    /// Reads the settings from `env`.
-    pub fn from_env(env: Lookup<'_>) -> Result<Self, ConfigError> {
-        Ok(Self {
-            server: ServerConfig::from_env(env)?,
-        })
+/// A receiver ready to serve: settings checked, key fetcher built.
+#[derive(Debug)]
+pub struct Receiver {
+    config: Config,
+    verifier: Option<Arc<Verifier>>,
+}
+
+impl Receiver {
+    /// A receiver that verifies tokens per `auth`, or lets everyone in
+    /// (leaving protection to Cloud Run's IAM check) when it is `None`.
+    pub fn new(config: Config, auth: Option<AuthConfig>) -> Result<Self, StartError> {
+        let verifier = match auth {
+            None => None,
+            Some(auth) => {
+                let http = cloud_run::client::build(auth.keys.fetch_timeout)
+                    .map_err(StartError::Client)?;
+                Some(Arc::new(Verifier::new(auth, http)))
+            }
+        };
+        Ok(Self { config, verifier })
+    }
+
+    /// The address from the settings, to bind.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.config.server.addr
+    }
+
+    /// The verifier, when tokens are verified.
+    pub fn verifier(&self) -> Option<&Arc<Verifier>> {
+        self.verifier.as_ref()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains. The
+    /// signing keys are fetched in the background; until they arrive,
+    /// requests with a token get 503.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let Self { config, verifier } = self;
+        match &verifier {
+            None => info!(
+                shutdown_grace = ?config.server.shutdown_grace,
+                verification = "off",
+                "receiver starting"
+            ),
+            Some(v) => info!(
+                shutdown_grace = ?config.server.shutdown_grace,
+                verification = "on",
+                audiences = ?v.audiences(),
+                issuers = ?v.issuers(),
+                jwks_url = %v.jwks_url(),
+                allowed_invokers = v.allowed_count(),
+                "receiver starting"
+            ),
+        }
+        let _refresher = verifier
+            .as_ref()
+            .map(|v| AbortOnDrop(v.keys().spawn_refresher()));
+        let handler = move |req| {
+            let verifier = verifier.clone();
+            async move { handle(req, verifier.as_deref()).await }
+        };
+        cloud_run::serve(listener, &config.server, handler, shutdown).await;
     }
 }
 
-/// Serves the receiver on `listener` until `shutdown` resolves, then drains.
+/// Serves the receiver, without in-app verification, on `listener` until
+/// `shutdown` resolves, then drains.
 pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    info!(
-        shutdown_grace = ?config.server.shutdown_grace,
-        verification = "off",
-        "receiver starting"
-    );
-    cloud_run::serve(listener, &config.server, handle, shutdown).await;
+    Receiver {
+        config,
+        verifier: None,
+    }
+    .run(listener, shutdown)
+    .await;
 }
 
-async fn handle<B>(req: Request<B>) -> Response<Body> {
+async fn handle<B>(req: Request<B>, verifier: Option<&Verifier>) -> Response<Body> {
     if let Some(response) = route_root(&req) {
         return response;
     }
+    if let Some(verifier) = verifier {
+        match verifier.check(req.headers()).await {
+            Ok(caller) => debug!(
+                caller = caller.email.as_deref().unwrap_or("-"),
+                email_verified = caller.email_verified,
+                "verified caller"
+            ),
+            Err(err) => {
+                debug!(%err, "request refused");
+                return err.response();
+            }
+        }
+    }
     text(StatusCode::OK, HELLO)
+}
+
+/// Stops the background key refresh when the server returns.
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -7,7 +7,15 @@ use tokio::{
     process::{Child, Command},
 };
 
-use crate::support::{bounded, client, url};
+use http::StatusCode;
+use serde_json::json;
+use std::net::SocketAddr;
+use tokio::task::JoinHandle;
+
+use crate::{
+    support::{bounded, client, now, url, FakeJwks},
+    tokens::{self, claims, keys, signed, with},
+};
 
 fn receiver() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_receiver"));
@@ -22,25 +30,65 @@ fn receiver() -> Command {
     cmd
 }
 
-/// Reads the JSON log on stdout until the `listening` line; returns its address.
-async fn listening_addr(child: &mut Child) -> std::net::SocketAddr {
+/// Reads the JSON log on stdout until the `listening` line; returns its
+/// address and a task collecting every line until the child exits.
+async fn listening(child: &mut Child) -> (SocketAddr, JoinHandle<Vec<String>>) {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
     while let Some(line) = lines.next_line().await.expect("read") {
         let entry: serde_json::Value = serde_json::from_str(&line).expect("json log line");
         assert!(entry["severity"].is_string(), "{line}");
-        if entry["message"] == "listening" {
+        let listening = entry["message"] == "listening";
+        seen.push(line);
+        if listening {
             let addr = entry["addr"]
                 .as_str()
                 .expect("addr")
                 .parse()
                 .expect("socket addr");
             // Keep draining so the child never blocks on a full pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return addr;
+            let rest = tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    seen.push(line);
+                }
+                seen
+            });
+            return (addr, rest);
         }
     }
-    panic!("receiver exited before listening");
+    panic!("receiver exited before listening: {seen:?}");
+}
+
+async fn listening_addr(child: &mut Child) -> SocketAddr {
+    listening(child).await.0
+}
+
+async fn exits_zero_on_sigterm(child: &mut Child) {
+    sigterm(child);
+    let status = tokio::time::timeout(Duration::from_secs(3), child.wait())
+        .await
+        .expect("exit within 3 s of SIGTERM")
+        .expect("status");
+    assert!(status.success(), "{status}");
+}
+
+/// Runs the receiver with `env` until it exits; it must fail with one log
+/// line naming `var`.
+async fn fails_naming(env: &[(&str, &str)], var: &str) {
+    let output = receiver()
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run");
+    assert!(!output.status.success(), "{env:?}");
+    let out = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{env:?}: {out}");
+    let entry: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+    assert_eq!(entry["severity"], "ERROR");
+    let message = entry["message"].as_str().expect("message");
+    assert!(message.starts_with(&format!("{var}: ")), "{env:?}: {out}");
 }
 
 fn sigterm(child: &Child) {
@@ -66,37 +114,121 @@ async fn serves_then_exits_zero_on_sigterm() {
             .await
             .expect("body");
         assert_eq!(body, receiver::HELLO);
-        sigterm(&child);
-        let status = tokio::time::timeout(Duration::from_secs(3), child.wait())
-            .await
-            .expect("exit within 3 s of SIGTERM")
-            .expect("status");
-        assert!(status.success(), "{status}");
+        exits_zero_on_sigterm(&mut child).await;
     })
     .await;
 }
 
 #[tokio::test]
 async fn bad_port_exits_non_zero_naming_it() {
+    bounded(fails_naming(&[("PORT", "eighty")], "PORT")).await;
+}
+
+#[tokio::test]
+async fn bad_auth_settings_exit_non_zero_naming_them() {
     bounded(async {
-        let output = receiver()
-            .env("PORT", "eighty")
-            .output()
-            .await
-            .expect("run");
-        assert!(!output.status.success());
-        let out = String::from_utf8_lossy(&output.stdout);
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 1, "{out}");
-        let entry: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
-        assert_eq!(entry["severity"], "ERROR");
-        assert!(
-            entry["message"]
-                .as_str()
-                .expect("message")
-                .starts_with("PORT: "),
-            "{out}"
-        );
+        let aud = ("AUTH_AUDIENCE", "https://receiver.a.run.app");
+        fails_naming(&[("AUTH_AUDIENCE", "a,,b")], "AUTH_AUDIENCE").await;
+        fails_naming(&[aud, ("AUTH_JWKS_URL", "certs")], "AUTH_JWKS_URL").await;
+        fails_naming(&[aud, ("AUTH_ISSUERS", "a, ,b")], "AUTH_ISSUERS").await;
+        fails_naming(
+            &[aud, ("AUTH_ALLOWED_INVOKERS", "sender")],
+            "AUTH_ALLOWED_INVOKERS",
+        )
+        .await;
+        // An allowlist without an audience would let everyone in.
+        fails_naming(
+            &[("AUTH_ALLOWED_INVOKERS", "sender@p.iam.gserviceaccount.com")],
+            "AUTH_ALLOWED_INVOKERS",
+        )
+        .await;
     })
     .await;
+}
+
+#[tokio::test]
+async fn starts_with_the_key_endpoint_down_and_answers_503() {
+    bounded(async {
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let jwks_url = format!("http://{}/certs", dead.local_addr().expect("addr"));
+        drop(dead);
+        let mut child = receiver()
+            .env("AUTH_AUDIENCE", tokens::AUDIENCE)
+            .env("AUTH_JWKS_URL", &jwks_url)
+            .spawn()
+            .expect("spawn");
+        let addr = listening_addr(&mut child).await;
+        let token = signed(&keys().one, &claims(now()));
+        let response = client()
+            .get(url(addr, "/"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        exits_zero_on_sigterm(&mut child).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn logs_the_caller_at_debug_and_never_a_token() {
+    bounded(async {
+        let k = keys();
+        let jwks = FakeJwks::serving(&[&k.one], 3600).start().await;
+        let mut child = receiver()
+            .env("RUST_LOG", "debug")
+            .env("AUTH_AUDIENCE", tokens::AUDIENCE)
+            .env("AUTH_JWKS_URL", format!("http://{}/certs", jwks.addr()))
+            .env("AUTH_ALLOWED_INVOKERS", tokens::ALLOWED)
+            .spawn()
+            .expect("spawn");
+        let (addr, logs) = listening(&mut child).await;
+        let base = claims(now());
+        let valid = signed(&k.one, &base);
+        let (message, _) = valid.rsplit_once('.').expect("jwt");
+        let refused = [
+            signed(&k.one, &with(&base, json!({ "exp": now() - 3600 }))),
+            signed(&k.one, &with(&base, json!({ "email": tokens::STRANGER }))),
+            format!("{message}.SIGNATURE_REMOVED_BY_GOOGLE"),
+            made_up(),
+        ];
+        let mut statuses = Vec::new();
+        for token in std::iter::once(&valid).chain(&refused) {
+            let response = client()
+                .get(url(addr, "/"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("response");
+            statuses.push(response.status().as_u16());
+        }
+        assert_eq!(statuses, [200, 401, 403, 401, 401]);
+        exits_zero_on_sigterm(&mut child).await;
+        let logs = logs.await.expect("log lines").join("\n");
+        assert!(logs.contains("signing keys loaded"), "{logs}");
+        let caller = logs
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("json"))
+            .find(|entry| entry["message"] == "verified caller")
+            .unwrap_or_else(|| panic!("no verified caller line: {logs}"));
+        assert_eq!(caller["severity"], "DEBUG");
+        assert_eq!(caller["caller"], tokens::ALLOWED);
+        for token in std::iter::once(&valid).chain(&refused) {
+            for part in token.split('.').filter(|p| p.len() > 8) {
+                assert!(!logs.contains(part), "a token part is in the logs");
+            }
+        }
+    })
+    .await;
+}
+
+fn made_up() -> String {
+    tokens::token(
+        &tokens::header("made-up"),
+        &claims(now()),
+        tokens::Signing::Rs256(&keys().rogue),
+    )
 }

@@ -1,9 +1,22 @@
 //! Helpers shared by the receiver's tests.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime},
+};
 
-use cloud_run::{ServerConfig, Spawned};
-use tokio::net::TcpListener;
+use cloud_run::{response::text, Body, ServerConfig, Spawned};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use receiver::{AuthConfig, Clock, KeyCache, Receiver};
+use serde_json::Value;
+use tokio::{net::TcpListener, sync::Notify};
+
+use crate::tokens::{self, AUDIENCE, SECOND_AUDIENCE};
 
 /// Every test finishes within this, or fails instead of hanging.
 pub const LIMIT: Duration = Duration::from_secs(20);
@@ -51,4 +64,283 @@ pub fn client() -> reqwest::Client {
 /// `http://ADDR/PATH`.
 pub fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    Clock::system().unix_seconds()
+}
+
+/// A clock the test sets and steps.
+#[derive(Debug, Clone)]
+pub struct ManualClock(Arc<Mutex<SystemTime>>);
+
+impl ManualClock {
+    /// Stopped at the current time.
+    pub fn new() -> Self {
+        Self(Arc::new(Mutex::new(SystemTime::now())))
+    }
+
+    /// The clock to give the verifier.
+    pub fn clock(&self) -> Clock {
+        let time = Arc::clone(&self.0);
+        Clock::from_fn(move || *time.lock().expect("lock"))
+    }
+
+    /// Moves time forward.
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().expect("lock") += by;
+    }
+
+    /// Unix seconds on this clock.
+    pub fn unix_seconds(&self) -> i64 {
+        self.clock().unix_seconds()
+    }
+}
+
+/// What the fake key endpoint answers.
+#[derive(Debug, Clone)]
+pub enum JwksMode {
+    /// This JWKS, with `Cache-Control: public, max-age=N`.
+    Serve(Value, u64),
+    /// This status and no keys.
+    Fail(StatusCode),
+}
+
+/// A gate a fake waits at until the test opens it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: AtomicBool,
+    notify: Notify,
+}
+
+impl Gate {
+    /// Shut: whoever passes waits.
+    pub fn closed() -> Self {
+        Self::default()
+    }
+
+    /// Always open.
+    pub fn opened() -> Self {
+        let gate = Self::default();
+        gate.open();
+        gate
+    }
+
+    /// Lets everyone through, now and later.
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    async fn pass(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.open.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A fake JWKS endpoint that counts its fetches.
+#[derive(Debug)]
+pub struct FakeJwks {
+    mode: Mutex<JwksMode>,
+    fetches: AtomicUsize,
+    fetched: Notify,
+    /// Answers wait here; open unless a test closes it.
+    pub gate: Gate,
+    arrivals: AtomicUsize,
+    arrived: Notify,
+}
+
+impl FakeJwks {
+    /// Serving `keys` with `max-age=max_age`.
+    pub fn serving(keys: &[&tokens::TestKey], max_age: u64) -> Arc<Self> {
+        Self::new(JwksMode::Serve(tokens::jwks(keys), max_age))
+    }
+
+    /// Answering `mode`.
+    pub fn new(mode: JwksMode) -> Arc<Self> {
+        Self::gated(mode, Gate::opened())
+    }
+
+    /// Answering `mode` once `gate` is open.
+    pub fn gated(mode: JwksMode, gate: Gate) -> Arc<Self> {
+        Arc::new(Self {
+            mode: Mutex::new(mode),
+            fetches: AtomicUsize::new(0),
+            fetched: Notify::new(),
+            gate,
+            arrivals: AtomicUsize::new(0),
+            arrived: Notify::new(),
+        })
+    }
+
+    /// Waits until at least `n` fetches have arrived (answered or not).
+    pub async fn wait_for_arrivals(&self, n: usize) {
+        loop {
+            let arrived = self.arrived.notified();
+            if self.arrivals.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            arrived.await;
+        }
+    }
+
+    /// Changes what later fetches get.
+    pub fn set(&self, mode: JwksMode) {
+        *self.mode.lock().expect("lock") = mode;
+    }
+
+    /// How many fetches it has answered.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Waits until it has answered at least `n` fetches.
+    pub async fn wait_for_fetches(&self, n: usize) {
+        loop {
+            let fetched = self.fetched.notified();
+            if self.fetches() >= n {
+                return;
+            }
+            fetched.await;
+        }
+    }
+
+    /// Serves on 127.0.0.1 until dropped.
+    pub async fn start(self: &Arc<Self>) -> Spawned {
+        let fake = Arc::clone(self);
+        Spawned::serve(server_config(), move |req| {
+            let fake = Arc::clone(&fake);
+            async move { fake.answer(req).await }
+        })
+        .await
+        .expect("fake key endpoint")
+    }
+
+    async fn answer<B>(&self, req: Request<B>) -> Response<Body> {
+        self.arrivals.fetch_add(1, Ordering::SeqCst);
+        self.arrived.notify_waiters();
+        self.gate.pass().await;
+        let mode = self.mode.lock().expect("lock").clone();
+        let response = if req.uri().path() != "/certs" {
+            text(StatusCode::NOT_FOUND, "not here")
+        } else {
+            match mode {
+                JwksMode::Serve(jwks, max_age) => {
+                    let mut response = text(StatusCode::OK, jwks.to_string());
+                    let headers = response.headers_mut();
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json; charset=UTF-8"),
+                    );
+                    headers.insert(
+                        header::CACHE_CONTROL,
+                        HeaderValue::try_from(format!(
+                            "public, max-age={max_age}, must-revalidate, no-transform"
+                        ))
+                        .expect("header"),
+                    );
+                    response
+                }
+                JwksMode::Fail(status) => text(status, "no keys today"),
+            }
+        };
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        self.fetched.notify_waiters();
+        response
+    }
+}
+
+/// Verification settings for the token set, keys from `jwks`: two
+/// audiences, Google's issuers, the allowlist, short retries.
+pub fn auth_config(jwks: SocketAddr) -> AuthConfig {
+    let mut config = AuthConfig::google(vec![AUDIENCE.to_owned(), SECOND_AUDIENCE.to_owned()]);
+    config.jwks_url = format!("http://{jwks}/certs").parse().expect("url");
+    config.allowed_invokers = Some(tokens::allowlist());
+    config.keys.fetch_timeout = Duration::from_secs(2);
+    config.keys.retry_min = Duration::from_millis(20);
+    config.keys.retry_max = Duration::from_millis(200);
+    config
+}
+
+/// A verifying receiver, in-process, and its key cache.
+pub struct Verifying {
+    pub server: Spawned,
+    pub keys: Arc<KeyCache>,
+    client: reqwest::Client,
+}
+
+impl Verifying {
+    /// Starts a receiver verifying per `auth`; keys are fetched in the
+    /// background as in production.
+    pub async fn start(auth: AuthConfig) -> Self {
+        let receiver = Receiver::new(
+            receiver::Config {
+                server: server_config(),
+            },
+            Some(auth),
+        )
+        .expect("receiver");
+        let keys = Arc::clone(receiver.verifier().expect("verifying").keys());
+        let listener = TcpListener::bind(receiver.addr()).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = Spawned::new(addr, move |stop| receiver.run(listener, stop));
+        Self {
+            server,
+            keys,
+            client: client(),
+        }
+    }
+
+    /// Starts one and waits until it holds keys.
+    pub async fn ready(auth: AuthConfig) -> Self {
+        let this = Self::start(auth).await;
+        this.keys_loaded(1).await;
+        this
+    }
+
+    /// Waits until `n` key fetches have succeeded.
+    pub async fn keys_loaded(&self, n: u64) {
+        self.keys
+            .subscribe()
+            .wait_for(|loaded| *loaded >= n)
+            .await
+            .expect("key cache alive");
+    }
+
+    /// `GET /` with `Authorization: Bearer TOKEN`.
+    pub async fn get_with(&self, token: &str) -> reqwest::Response {
+        self.client
+            .get(url(self.server.addr(), "/"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("response")
+    }
+
+    /// `GET /` with these headers.
+    pub async fn get(&self, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.client.get(url(self.server.addr(), "/"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("response")
+    }
+}
+
+/// The `error_description` of a 401's challenge, checking its RFC 6750 form.
+pub fn error_description(response: &reqwest::Response) -> String {
+    let challenge = response.headers()[header::WWW_AUTHENTICATE]
+        .to_str()
+        .expect("ascii challenge");
+    let (_, description) = challenge
+        .split_once(", error=\"invalid_token\", error_description=\"")
+        .unwrap_or_else(|| panic!("not an invalid_token challenge: {challenge}"));
+    assert!(challenge.starts_with("Bearer realm=\""), "{challenge}");
+    description.trim_end_matches('"').to_owned()
 }
