@@ -4,7 +4,11 @@
 //! incoming trace id, which JSON lines report as
 //! `logging.googleapis.com/trace` once the project id is known.
 
-use std::{fmt::Write as _, io::Write as _, sync::OnceLock};
+use std::{
+    fmt::Write as _,
+    io::{IsTerminal as _, Write as _},
+    sync::OnceLock,
+};
 
 use http::{HeaderMap, Request};
 use serde_json::{Map, Value};
@@ -61,6 +65,7 @@ pub fn init(env: Lookup<'_>) -> Result<Format, ConfigError> {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
                     .with_target(false),
             )
             .init(),
