@@ -91,7 +91,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 mport=$(free_port)
 start emulator "$mport" env PORT="$mport" LOG_FORMAT=json RUST_LOG=metadata_emulator=debug,info "$emulator"
-metadata_calls() { grep -c '"minted ID token"' "$work/emulator.log" || true; }
+metadata_calls() { grep -c '"minted an ID token"' "$work/emulator.log" || true; }
 
 declare -A fig
 
