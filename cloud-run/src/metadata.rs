@@ -84,6 +84,12 @@ impl MetadataClient {
         self.get(url).await
     }
 
+    /// The default service account's email.
+    pub async fn email(&self) -> Result<String, MetadataError> {
+        self.get(self.url("instance/service-accounts/default/email"))
+            .await
+    }
+
     /// The id of the project the instance runs in.
     pub async fn project_id(&self) -> Result<String, MetadataError> {
         self.get(self.url("project/project-id")).await

@@ -11,9 +11,10 @@ pub mod token;
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use cloud_run::metadata::MetadataClient;
+use cloud_run::response::Chain;
 use sources::Fetcher;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::{Config, TokenHeader, TokenSource};
 pub use relay::{Relay, PREFIX};
@@ -125,6 +126,18 @@ impl Sender {
             shutdown_grace = ?config.server.shutdown_grace,
             "sender starting"
         );
+        if let (TokenSource::Metadata, Some(metadata)) = (&config.token_source, relay.metadata()) {
+            // Only the metadata server knows as whom its tokens are minted.
+            let metadata = metadata.clone();
+            tokio::spawn(async move {
+                match metadata.email().await {
+                    Ok(email) => info!(%email, "ID tokens from the metadata server"),
+                    Err(err) => {
+                        warn!(error = %Chain(&err), "cannot ask the metadata server for its service account")
+                    }
+                }
+            });
+        }
         let handler = move |req| {
             let relay = Arc::clone(&relay);
             async move { relay.handle(req).await }

@@ -95,6 +95,11 @@ impl Relay {
         }
     }
 
+    /// The metadata server the tokens come from, if they do.
+    pub fn metadata(&self) -> Option<&cloud_run::metadata::MetadataClient> {
+        self.tokens.as_ref().and_then(|tokens| tokens.metadata())
+    }
+
     /// Answers one request to the sender.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         if let Some(response) = route_root(&req) {

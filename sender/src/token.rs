@@ -178,6 +178,14 @@ impl TokenCache {
         })
     }
 
+    /// The metadata server, when that is where tokens come from.
+    pub fn metadata(&self) -> Option<&cloud_run::metadata::MetadataClient> {
+        match &self.fetcher {
+            Fetcher::Metadata(client) => Some(client),
+            _ => None,
+        }
+    }
+
     /// A token valid for at least `policy.min_remaining`.
     pub async fn get(self: &Arc<Self>) -> Result<IdToken, TokenError> {
         let mut waiting = {

@@ -184,6 +184,12 @@ impl FakeMetadata {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
         };
+        if call.path == "/computeMetadata/v1/instance/service-accounts/default/email" {
+            return text(
+                StatusCode::OK,
+                "sender@test-project.iam.gserviceaccount.com",
+            );
+        }
         let serial = {
             let mut calls = self.calls.lock().expect("lock");
             calls.push(call.clone());
