@@ -202,41 +202,35 @@ impl Verifier {
     }
 
     async fn key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
-        if let Some(keys) = self.keys.current() {
-            if let Some(key) = keys.get(kid) {
-                return Ok(key.clone());
-            }
-            // Maybe a key rotated in since the last fetch.
-            return match self.keys.refresh_on_demand().await {
-                Some(keys) => keys.get(kid).cloned(),
-                None => None,
-            }
-            .ok_or(AuthError::Invalid("unknown signing key (kid)"));
+        const UNKNOWN: AuthError = AuthError::Invalid("unknown signing key (kid)");
+        let held = self.keys.current();
+        if let Some(key) = held.as_ref().and_then(|keys| keys.get(kid)) {
+            return Ok(key.clone());
         }
+        // Maybe a key rotated in since the last fetch, or none was ever had.
         match self.keys.refresh_on_demand().await {
-            Some(keys) => keys
-                .get(kid)
-                .cloned()
-                .ok_or(AuthError::Invalid("unknown signing key (kid)")),
+            Some(keys) => keys.get(kid).cloned().ok_or(UNKNOWN),
+            None if held.is_some() => Err(UNKNOWN),
             None => Err(AuthError::KeysUnavailable),
         }
     }
 
     fn check_claims(&self, claims: &Claims) -> Result<(), AuthError> {
-        let exp = numeric(
-            claims.exp.as_ref(),
-            "missing exp claim",
-            "exp claim is not a number",
-        )?;
-        let iat = numeric(
-            claims.iat.as_ref(),
-            "missing iat claim",
-            "iat claim is not a number",
-        )?;
-        let nbf = match &claims.nbf {
-            None => None,
-            some => Some(numeric(some.as_ref(), "", "nbf claim is not a number")?),
-        };
+        let exp = claims
+            .exp
+            .as_ref()
+            .ok_or(AuthError::Invalid("missing exp claim"))?;
+        let exp = number(exp, "exp claim is not a number")?;
+        let iat = claims
+            .iat
+            .as_ref()
+            .ok_or(AuthError::Invalid("missing iat claim"))?;
+        let iat = number(iat, "iat claim is not a number")?;
+        let nbf = claims
+            .nbf
+            .as_ref()
+            .map(|nbf| number(nbf, "nbf claim is not a number"))
+            .transpose()?;
         match &claims.iss {
             None => return Err(AuthError::Invalid("missing iss claim")),
             Some(Value::String(iss)) if self.issuers.iter().any(|i| i == iss) => {}
@@ -313,16 +307,9 @@ impl From<Map<String, Value>> for Claims {
     }
 }
 
-fn numeric(
-    value: Option<&Value>,
-    missing: &'static str,
-    not_number: &'static str,
-) -> Result<f64, AuthError> {
-    match value {
-        None => Err(AuthError::Invalid(missing)),
-        Some(Value::Number(n)) => n.as_f64().ok_or(AuthError::Invalid(not_number)),
-        Some(_) => Err(AuthError::Invalid(not_number)),
-    }
+/// A NumericDate: any JSON number, fractions allowed (RFC 7519).
+fn number(value: &Value, not_number: &'static str) -> Result<f64, AuthError> {
+    value.as_f64().ok_or(AuthError::Invalid(not_number))
 }
 
 /// The token from `Authorization: Bearer`, or from
