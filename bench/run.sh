@@ -149,14 +149,15 @@ startup() { # binary [extra env...]
   shift
   for _ in $(seq 9); do
     port=$(free_port)
-    env PORT="$port" BIND_ADDR=127.0.0.1 "$@" python3 "$here/first200.py" "$port" -- "$bin"
+    env -u GOOGLE_APPLICATION_CREDENTIALS PORT="$port" BIND_ADDR=127.0.0.1 "$@" \
+      python3 "$here/first200.py" "$port" -- "$bin"
   done | median
 }
 fig[start_receiver_rust]=$(startup "$rust_receiver")
 fig[start_receiver_go]=$(startup "$go_receiver")
 rport=$(free_port)
 start startup_receiver "$rport" env PORT="$rport" BIND_ADDR=127.0.0.1 "$rust_receiver"
-sender_env=(-u GOOGLE_APPLICATION_CREDENTIALS HOME="$work" GCE_METADATA_HOST="127.0.0.1:$mport"
+sender_env=(HOME="$work" GCE_METADATA_HOST="127.0.0.1:$mport"
   RECEIVING_SERVICE_URL="http://127.0.0.1:$rport")
 fig[start_sender_rust]=$(startup "$rust_sender" "${sender_env[@]}")
 fig[start_sender_go]=$(startup "$go_sender" "${sender_env[@]}")
