@@ -1,5 +1,7 @@
-//! The sender against the emulator: the token it presents verifies against
-//! the emulator's JWKS, for the receiver's origin, as the tutorial's account.
+//! The tutorial's services against the emulator, in-process: the sender's
+//! token verifies against the emulator's JWKS, and the receiver, verifying
+//! with `AUTH_JWKS_URL` at the emulator, lets it in or refuses it as the
+//! tutorial's stages say.
 
 use std::{
     collections::HashMap,
@@ -11,9 +13,13 @@ use cloud_run::{response::text, Spawned};
 use http::StatusCode;
 use tokio::net::TcpListener;
 
-use crate::support::{bounded, client, emulator, server_config, url, verify};
+use crate::support::{bounded, client, emulator, id_token, server_config, url, verify};
 
-/// `Config::from_env` over a map: the services' real configuration path.
+const CALLER: &str = "calling-service-sa@local-project.iam.gserviceaccount.com";
+const OTHER: &str = "other-service-sa@local-project.iam.gserviceaccount.com";
+const RELAYED_HELLO: &str = "Response from receiving service: Hello from the receiving service!";
+
+/// A lookup over these variables: the services' own configuration path.
 fn lookup(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
     let map: HashMap<String, String> = pairs
         .iter()
@@ -22,19 +28,60 @@ fn lookup(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
     move |k| map.get(k).cloned()
 }
 
-async fn start_sender(receiver: SocketAddr, metadata: SocketAddr) -> Spawned {
-    let env = lookup(&[
+/// The sender relaying to `receiver`, with tokens from the emulator at
+/// `metadata`, or none.
+async fn start_sender(receiver: SocketAddr, metadata: Option<SocketAddr>) -> Spawned {
+    let mut vars = vec![
         ("RECEIVING_SERVICE_URL", url(receiver, "/")),
-        ("GCE_METADATA_HOST", metadata.to_string()),
         ("BIND_ADDR", "127.0.0.1".to_owned()),
         ("PORT", "0".to_owned()),
-    ]);
-    let config = sender::Config::from_env(&env).expect("sender config");
+    ];
+    match metadata {
+        Some(addr) => {
+            vars.push(("ID_TOKEN_SOURCE", "metadata".to_owned()));
+            vars.push(("GCE_METADATA_HOST", addr.to_string()));
+        }
+        None => vars.push(("ID_TOKEN_SOURCE", "none".to_owned())),
+    }
+    let config = sender::Config::from_env(&lookup(&vars)).expect("sender config");
     let listener = TcpListener::bind(config.server.addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     Spawned::new(addr, move |stop| async move {
         sender::run(config, listener, stop).await.expect("sender");
     })
+}
+
+/// The receiver verifying tokens for its own origin against the emulator's
+/// keys, letting in `allowed`; returns once it holds the keys.
+async fn start_verifying_receiver(metadata: SocketAddr, allowed: &str) -> Spawned {
+    let listener = TcpListener::bind(server_config().addr).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let env = lookup(&[
+        ("AUTH_AUDIENCE", format!("http://{addr}")),
+        ("AUTH_JWKS_URL", url(metadata, "/oauth2/v3/certs")),
+        ("AUTH_ALLOWED_INVOKERS", allowed.to_owned()),
+    ]);
+    let auth = receiver::AuthConfig::from_env(&env)
+        .expect("auth config")
+        .expect("verification on");
+    let config = receiver::Config {
+        server: server_config(),
+    };
+    let receiver = receiver::Receiver::new(config, Some(auth)).expect("receiver");
+    let mut loaded = receiver.verifier().expect("verifying").keys().subscribe();
+    let server = Spawned::new(addr, move |stop| receiver.run(listener, stop));
+    loaded
+        .wait_for(|fetches| *fetches > 0)
+        .await
+        .expect("the receiver fetched the emulator's keys");
+    server
+}
+
+/// `GET /` on `addr`: status and body.
+async fn get(addr: SocketAddr) -> (StatusCode, String) {
+    let response = client().get(url(addr, "/")).send().await.expect("response");
+    let status = response.status();
+    (status, response.text().await.expect("body"))
 }
 
 #[tokio::test]
@@ -55,19 +102,12 @@ async fn the_senders_token_verifies_against_the_emulators_jwks() {
         })
         .await
         .expect("receiver");
-        let sender = start_sender(receiver.addr(), metadata.addr()).await;
+        let sender = start_sender(receiver.addr(), Some(metadata.addr())).await;
 
-        let response = client()
-            .get(url(sender.addr(), "/"))
-            .send()
-            .await
-            .expect("response");
-        assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
-            response.text().await.expect("body"),
-            format!("Response from receiving service: {}", receiver::HELLO)
+            get(sender.addr()).await,
+            (StatusCode::OK, RELAYED_HELLO.to_owned())
         );
-
         let bearer = seen
             .lock()
             .expect("lock")
@@ -79,11 +119,57 @@ async fn the_senders_token_verifies_against_the_emulators_jwks() {
         let claims = verify(metadata.addr(), token, &audience)
             .await
             .expect("the sender's token is valid for the receiver's origin");
-        assert_eq!(
-            claims["email"],
-            "calling-service-sa@local-project.iam.gserviceaccount.com"
-        );
+        assert_eq!(claims["email"], CALLER);
         assert_eq!(claims["email_verified"], true);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_verifying_receiver_accepts_the_token_the_sender_got_from_the_emulator() {
+    bounded(async {
+        let metadata = emulator().await;
+        let receiver =
+            start_verifying_receiver(metadata.addr(), &format!("{OTHER},{CALLER}")).await;
+        let sender = start_sender(receiver.addr(), Some(metadata.addr())).await;
+        assert_eq!(
+            get(sender.addr()).await,
+            (StatusCode::OK, RELAYED_HELLO.to_owned())
+        );
+        // The receiver really checks: no token is refused.
+        let (status, _) = get(receiver.addr()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_verifying_receiver_refuses_as_the_tutorial_says() {
+    bounded(async {
+        let metadata = emulator().await;
+        let receiver = start_verifying_receiver(metadata.addr(), OTHER).await;
+        // Stage 2: no token.
+        let anonymous = start_sender(receiver.addr(), None).await;
+        let (status, body) = get(anonymous.addr()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(
+            body.starts_with("Response from receiving service: "),
+            "{body}"
+        );
+        // Stage 3: a valid token, but the caller is not allowed.
+        let identified = start_sender(receiver.addr(), Some(metadata.addr())).await;
+        let (status, body) = get(identified.addr()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(!body.contains("Hello"), "{body}");
+        // A token for another audience is no token at all.
+        let token = id_token(metadata.addr(), "http://127.0.0.1:1", "full").await;
+        let response = client()
+            .get(url(receiver.addr(), "/"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     })
     .await;
 }
