@@ -1,6 +1,6 @@
 //! Logs: one JSON object per line on stdout in Cloud Logging's shape on Cloud
 //! Run (or with `LOG_FORMAT=json`), readable text on stderr elsewhere.
-//! `RUST_LOG` filters (default `info`). Requests run in a span carrying the
+//! `RUST_LOG` filters by level and target (default `info`). Requests run in a span carrying the
 //! incoming trace id, which JSON lines report as
 //! `logging.googleapis.com/trace` once the project id is known.
 
@@ -16,7 +16,9 @@ use tracing::{
     field::{Field, Visit},
     span, Event, Level, Subscriber,
 };
-use tracing_subscriber::{layer::Context, prelude::*, registry::LookupSpan, EnvFilter, Layer};
+use tracing_subscriber::{
+    filter::Targets, layer::Context, prelude::*, registry::LookupSpan, Layer,
+};
 
 use crate::config::{ConfigError, Lookup};
 
@@ -57,7 +59,11 @@ pub fn init(env: Lookup<'_>) -> Result<Format, ConfigError> {
     } else {
         Format::Text
     });
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `Targets` takes RUST_LOG's usual `level,target=level` directives; unlike
+    // EnvFilter it has no span or field matching, and so no regex engine.
+    let filter = env("RUST_LOG")
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         Format::Json => registry.with(CloudLogging).init(),
@@ -129,7 +135,9 @@ pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
             span_id = t.span_id.as_deref(),
             sampled = t.sampled,
         ),
-        None => tracing::info_span!("request", method = %req.method(), path = req.uri().path()),
+        // Without a trace to carry, the span only adds context to debug
+        // logs; at the default level it is disabled and costs nothing.
+        None => tracing::debug_span!("request", method = %req.method(), path = req.uri().path()),
     }
 }
 
