@@ -5,7 +5,10 @@
 //! email. Stricter than google-auth's `verify_token`, which checks neither
 //! `iss`, `nbf` nor the header's `alg`.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use cloud_run::{
     response::{error, HttpError},
@@ -15,7 +18,11 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use crate::{clock::Clock, config::AuthConfig, keys::KeyCache};
+use crate::{
+    clock::Clock,
+    config::AuthConfig,
+    keys::{KeyCache, KeySet},
+};
 
 /// The header Cloud Run reads a token from before `Authorization`, and
 /// leaves to the app when both are sent.
@@ -108,6 +115,7 @@ pub struct Verifier {
     clock: Clock,
     keys: Arc<KeyCache>,
     signature_only: Validation,
+    signed: SignedTokens,
 }
 
 impl Verifier {
@@ -132,6 +140,7 @@ impl Verifier {
             clock: config.clock,
             keys,
             signature_only,
+            signed: SignedTokens::default(),
         }
     }
 
@@ -171,17 +180,25 @@ impl Verifier {
     /// [`MAX_TOKEN_BYTES`].
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let header = unverified_header(token)?;
-        let key = self.key(&header.kid).await?;
-        // A JSON object, not a struct: serde would also fill a struct from
-        // an array, which is no claims set.
-        let payload = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &self.signature_only)
-            .map_err(|err| match err.kind() {
-                ErrorKind::InvalidSignature => {
-                    AuthError::Invalid("signature does not match the signing key")
-                }
-                _ => AuthError::Invalid("malformed token"),
-            })?
-            .claims;
+        let payload = match self.signed.lookup(token, self.keys.current()) {
+            Some(payload) => payload,
+            None => {
+                let (key, set) = self.key(&header.kid).await?;
+                // A JSON object, not a struct: serde would also fill a struct
+                // from an array, which is no claims set.
+                let payload =
+                    jsonwebtoken::decode::<Map<String, Value>>(token, &key, &self.signature_only)
+                        .map_err(|err| match err.kind() {
+                            ErrorKind::InvalidSignature => {
+                                AuthError::Invalid("signature does not match the signing key")
+                            }
+                            _ => AuthError::Invalid("malformed token"),
+                        })?
+                        .claims;
+                self.signed.remember(token, &payload, set);
+                payload
+            }
+        };
         let claims = Claims::from(payload);
         self.check_claims(&claims)?;
         let caller = Caller {
@@ -201,15 +218,21 @@ impl Verifier {
         Ok(caller)
     }
 
-    async fn key(&self, kid: &str) -> Result<DecodingKey, AuthError> {
+    /// The key named `kid`, with the key set it came from.
+    async fn key(&self, kid: &str) -> Result<(DecodingKey, Arc<KeySet>), AuthError> {
         const UNKNOWN: AuthError = AuthError::Invalid("unknown signing key (kid)");
         let held = self.keys.current();
-        if let Some(key) = held.as_ref().and_then(|keys| keys.get(kid)) {
-            return Ok(key.clone());
+        if let Some(keys) = &held {
+            if let Some(key) = keys.get(kid) {
+                return Ok((key.clone(), Arc::clone(keys)));
+            }
         }
         // Maybe a key rotated in since the last fetch, or none was ever had.
         match self.keys.refresh_on_demand().await {
-            Some(keys) => keys.get(kid).cloned().ok_or(UNKNOWN),
+            Some(keys) => match keys.get(kid) {
+                Some(key) => Ok((key.clone(), keys)),
+                None => Err(UNKNOWN),
+            },
             None if held.is_some() => Err(UNKNOWN),
             None => Err(AuthError::KeysUnavailable),
         }
@@ -274,6 +297,47 @@ impl Verifier {
             Some(email) if allowed.contains(&email.to_ascii_lowercase()) => Ok(()),
             Some(_) => Err(AuthError::Forbidden("caller is not an allowed invoker")),
         }
+    }
+}
+
+/// Tokens whose signature checked out against the key set held now, with
+/// their payloads. A sender presents the same token for up to an hour, so
+/// this spares an RSA verification on nearly every request. Only the
+/// signature verdict is kept: the claims and the allowlist are checked on
+/// every request, and a new key set (rotation, refresh) empties it.
+#[derive(Debug, Default)]
+struct SignedTokens(Mutex<SignedState>);
+
+#[derive(Debug, Default)]
+struct SignedState {
+    keys: Option<Arc<KeySet>>,
+    payloads: HashMap<Box<str>, Map<String, Value>>,
+}
+
+/// Enough for every caller of a receiver; past it the cache starts over.
+const MAX_SIGNED_TOKENS: usize = 1024;
+
+impl SignedTokens {
+    fn lookup(&self, token: &str, keys: Option<Arc<KeySet>>) -> Option<Map<String, Value>> {
+        let state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let same_keys = matches!((&state.keys, &keys), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+        if !same_keys {
+            return None;
+        }
+        state.payloads.get(token).cloned()
+    }
+
+    fn remember(&self, token: &str, payload: &Map<String, Value>, keys: Arc<KeySet>) {
+        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let same_keys = state
+            .keys
+            .as_ref()
+            .is_some_and(|held| Arc::ptr_eq(held, &keys));
+        if !same_keys || state.payloads.len() >= MAX_SIGNED_TOKENS {
+            state.payloads.clear();
+            state.keys = Some(keys);
+        }
+        state.payloads.insert(token.into(), payload.clone());
     }
 }
 

@@ -311,3 +311,45 @@ async fn an_unreachable_key_endpoint_at_start_means_503_not_an_exit() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_token_verified_before_is_refused_once_its_key_rotates_out() {
+    bounded(async {
+        let k = keys();
+        let fake = FakeJwks::serving(&[&k.one], 3600);
+        let jwks = fake.start().await;
+        let receiver = Verifying::ready(auth_config(jwks.addr())).await;
+        let token = signed(&k.one, &claims(now()));
+        for _ in 0..3 {
+            assert_eq!(receiver.get_with(&token).await.status(), StatusCode::OK);
+        }
+        fake.set(JwksMode::Serve(tokens::jwks(&[&k.two]), 3600));
+        receiver.keys.refresh().await.expect("refetch");
+        let response = receiver.get_with(&token).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(error_description(&response), "unknown signing key (kid)");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_verified_before_still_expires() {
+    bounded(async {
+        let k = keys();
+        let fake = FakeJwks::serving(&[&k.one], 3600);
+        let jwks = fake.start().await;
+        let clock = ManualClock::new();
+        let mut auth = auth_config(jwks.addr());
+        auth.clock = clock.clock();
+        let receiver = Verifying::ready(auth).await;
+        let token = signed(&k.one, &claims(clock.unix_seconds()));
+        assert_eq!(receiver.get_with(&token).await.status(), StatusCode::OK);
+        // Past exp and the 60 s of leeway: the signature verdict was cached,
+        // the claims are checked again.
+        clock.advance(Duration::from_secs(3590 + 61));
+        let response = receiver.get_with(&token).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(error_description(&response), "token expired");
+    })
+    .await;
+}
