@@ -1,6 +1,7 @@
 //! The metadata server's answers, as clients see them.
 
 use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{bounded, client, emulator, identity_path, metadata_get, url};
 
@@ -276,6 +277,62 @@ async fn jwks_is_cacheable_json() {
         for field in ["kty", "alg", "use", "kid", "n", "e"] {
             assert!(key[field].is_string(), "{field} in {jwks}");
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hostile_input_gets_an_answer_not_a_crash() {
+    bounded(async {
+        let server = emulator().await;
+        let identity = "/computeMetadata/v1/instance/service-accounts/default/identity";
+        let long = "a".repeat(40_000);
+        let cases = [
+            (format!("{identity}?audience=%ff%fe%00&format=full"), 200),
+            (format!("{identity}?audience=%&format=%zz"), 400),
+            (
+                format!("{identity}?audience=x&&&=&format=full&format=jwt"),
+                200,
+            ),
+            (format!("{identity}?audience={long}"), 200),
+            (format!("{identity}?recursive=true&audience=x"), 200),
+            (
+                "/computeMetadata/v1/project/project-id?alt=json&recursive=true".to_owned(),
+                200,
+            ),
+        ];
+        for (path, expected) in cases {
+            let (status, _, _) = metadata_get(server.addr(), &path).await;
+            assert_eq!(
+                status.as_u16(),
+                expected,
+                "{}",
+                &path[..path.len().min(120)]
+            );
+        }
+        // Dot segments, which an HTTP client would have resolved.
+        for path in [
+            "/computeMetadata/v1/../v1/project/project-id",
+            "/computeMetadata/v1/%2e%2e/",
+        ] {
+            let mut stream = tokio::net::TcpStream::connect(server.addr())
+                .await
+                .expect("connect");
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n"
+            );
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .expect("write");
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.expect("read");
+            assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+        }
+        // Still serving.
+        let (status, _, body) =
+            metadata_get(server.addr(), "/computeMetadata/v1/project/project-id").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "local-project"));
     })
     .await;
 }
