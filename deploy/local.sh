@@ -55,10 +55,16 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/local-tutorial.XXXXXX")
 pids=()
 
 # alive PID: true while the process runs (a zombie, exited but not yet
-# reaped, does not count).
+# reaped, does not count). /proc where there is one (slim images have no
+# ps), ps elsewhere (macOS).
 alive() {
   local stat
-  stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  if [[ -d /proc/self ]]; then
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+  else
+    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  fi
   [[ -n $stat && $stat != Z* ]]
 }
 
