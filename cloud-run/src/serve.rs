@@ -111,24 +111,29 @@ where
 }
 
 /// Resolves on SIGTERM (what Cloud Run sends before stopping an instance) or
-/// SIGINT (Ctrl-C locally).
-pub async fn shutdown_signal() {
+/// SIGINT (Ctrl-C locally). The handlers are installed by this call, not
+/// when the future is first polled: a signal that arrives between binding
+/// and serving is then not the default (fatal) one. Call it inside the
+/// runtime, before binding.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            info!(signal = name, "shutdown requested");
-        }
-        (Err(err), _) | (_, Err(err)) => {
-            // Without signal handlers the process can only be killed; keep
-            // serving rather than exit at once.
-            warn!(%err, "cannot listen for SIGTERM or SIGINT");
-            std::future::pending::<()>().await;
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                let name = tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                };
+                info!(signal = name, "shutdown requested");
+            }
+            (Err(err), _) | (_, Err(err)) => {
+                // Without signal handlers the process can only be killed;
+                // keep serving rather than exit at once.
+                warn!(%err, "cannot listen for SIGTERM or SIGINT");
+                std::future::pending::<()>().await;
+            }
         }
     }
 }

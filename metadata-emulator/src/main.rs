@@ -37,6 +37,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Installed before binding, so no SIGTERM finds the default handler.
+    let shutdown = cloud_run::shutdown_signal();
     let listener = match TcpListener::bind(emulator.addr()).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -44,6 +46,6 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    emulator.run(listener, cloud_run::shutdown_signal()).await;
+    emulator.run(listener, shutdown).await;
     ExitCode::SUCCESS
 }

@@ -20,6 +20,9 @@ pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.
 pub struct Config {
     /// Where to listen and how to shut down.
     pub server: ServerConfig,
+    /// In-app verification of callers' ID tokens; `None` lets everyone in,
+    /// leaving protection to Cloud Run's IAM check.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Config {
@@ -27,6 +30,7 @@ impl Config {
     pub fn from_env(env: Lookup<'_>) -> Result<Self, ConfigError> {
         Ok(Self {
             server: ServerConfig::from_env(env)?,
+            auth: AuthConfig::from_env(env)?,
         })
     }
 }

@@ -41,10 +41,10 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// A receiver that verifies tokens per `auth`, or lets everyone in
-    /// (leaving protection to Cloud Run's IAM check) when it is `None`.
-    pub fn new(config: Config, auth: Option<AuthConfig>) -> Result<Self, StartError> {
-        let verifier = match auth {
+    /// A receiver that verifies tokens per `config.auth`, or lets everyone
+    /// in (leaving protection to Cloud Run's IAM check) when it is `None`.
+    pub fn new(mut config: Config) -> Result<Self, StartError> {
+        let verifier = match config.auth.take() {
             None => None,
             Some(auth) => {
                 let http = cloud_run::client::build(auth.keys.fetch_timeout)
@@ -97,15 +97,15 @@ impl Receiver {
     }
 }
 
-/// Serves the receiver, without in-app verification, on `listener` until
+/// Builds a [`Receiver`] from `config` and serves it on `listener` until
 /// `shutdown` resolves, then drains.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    Receiver {
-        config,
-        verifier: None,
-    }
-    .run(listener, shutdown)
-    .await;
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    Receiver::new(config)?.run(listener, shutdown).await;
+    Ok(())
 }
 
 async fn handle<B>(req: Request<B>, verifier: Option<&Verifier>) -> Response<Body> {

@@ -3,24 +3,22 @@
 use std::process::ExitCode;
 
 use cloud_run::config::process_env;
-use receiver::{AuthConfig, Config, Receiver};
+use receiver::{Config, Receiver};
 use tokio::net::TcpListener;
 use tracing::error;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let env = process_env;
-    let settings = cloud_run::logging::init(&env)
-        .and_then(|_| Config::from_env(&env))
-        .and_then(|config| Ok((config, AuthConfig::from_env(&env)?)));
-    let (config, auth) = match settings {
-        Ok(settings) => settings,
+    let config = cloud_run::logging::init(&env).and_then(|_| Config::from_env(&env));
+    let config = match config {
+        Ok(config) => config,
         Err(err) => {
             error!("{err}");
             return ExitCode::FAILURE;
         }
     };
-    let receiver = match Receiver::new(config, auth) {
+    let receiver = match Receiver::new(config) {
         Ok(receiver) => receiver,
         Err(err) => {
             error!("{}", cloud_run::response::Chain(&err));
@@ -29,6 +27,8 @@ async fn main() -> ExitCode {
     };
     cloud_run::logging::learn_project_id(&env, None);
     let addr = receiver.addr();
+    // Installed before binding, so no SIGTERM finds the default handler.
+    let shutdown = cloud_run::shutdown_signal();
     let listener = match TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -36,6 +36,6 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    receiver.run(listener, cloud_run::shutdown_signal()).await;
+    receiver.run(listener, shutdown).await;
     ExitCode::SUCCESS
 }

@@ -24,6 +24,8 @@ async fn main() -> ExitCode {
         }
     };
     cloud_run::logging::learn_project_id(&env, Some(sender.http().clone()));
+    // Installed before binding, so no SIGTERM finds the default handler.
+    let shutdown = cloud_run::shutdown_signal();
     let listener = match TcpListener::bind(sender.addr()).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -31,6 +33,6 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    sender.run(listener, cloud_run::shutdown_signal()).await;
+    sender.run(listener, shutdown).await;
     ExitCode::SUCCESS
 }

@@ -66,8 +66,9 @@ async fn start_verifying_receiver(metadata: SocketAddr, allowed: &str) -> Spawne
         .expect("verification on");
     let config = receiver::Config {
         server: server_config(),
+        auth: Some(auth),
     };
-    let receiver = receiver::Receiver::new(config, Some(auth)).expect("receiver");
+    let receiver = receiver::Receiver::new(config).expect("receiver");
     let mut loaded = receiver.verifier().expect("verifying").keys().subscribe();
     let server = Spawned::new(addr, move |stop| receiver.run(listener, stop));
     loaded

@@ -42,13 +42,18 @@ pub fn server_config() -> ServerConfig {
 pub async fn start_receiver(config: receiver::Config) -> Spawned {
     let listener = TcpListener::bind(config.server.addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    Spawned::new(addr, move |stop| receiver::run(config, listener, stop))
+    Spawned::new(addr, move |stop| async move {
+        receiver::run(config, listener, stop)
+            .await
+            .expect("receiver");
+    })
 }
 
 /// A receiver with test settings.
 pub async fn receiver() -> Spawned {
     start_receiver(receiver::Config {
         server: server_config(),
+        auth: None,
     })
     .await
 }
@@ -279,12 +284,10 @@ impl Verifying {
     /// Starts a receiver verifying per `auth`; keys are fetched in the
     /// background as in production.
     pub async fn start(auth: AuthConfig) -> Self {
-        let receiver = Receiver::new(
-            receiver::Config {
-                server: server_config(),
-            },
-            Some(auth),
-        )
+        let receiver = Receiver::new(receiver::Config {
+            server: server_config(),
+            auth: Some(auth),
+        })
         .expect("receiver");
         let keys = Arc::clone(receiver.verifier().expect("verifying").keys());
         let listener = TcpListener::bind(receiver.addr()).await.expect("bind");

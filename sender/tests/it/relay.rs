@@ -46,13 +46,17 @@ async fn works_with_the_real_receiver() {
     bounded(async {
         let receiver = receiver::Config {
             server: crate::support::server_config(),
+            auth: None,
         };
         let listener = tokio::net::TcpListener::bind(receiver.server.addr)
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let _receiver =
-            cloud_run::Spawned::new(addr, move |stop| receiver::run(receiver, listener, stop));
+        let _receiver = cloud_run::Spawned::new(addr, move |stop| async move {
+            receiver::run(receiver, listener, stop)
+                .await
+                .expect("receiver");
+        });
         let sender = start_sender(sender_config(addr, None)).await;
         let response = client()
             .get(root(sender.addr()))
