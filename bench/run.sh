@@ -82,6 +82,10 @@ stop() {
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
+# CPU time (user + system) the process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks_per_second=$(getconf CLK_TCK)
+
 # wrk_run URL CONNECTIONS -> "rps p50_ms p99_ms requests"
 wrk_run() {
   wrk -t1 -c"$2" -d"$duration" --latency "$1" | python3 "$here/wrk_parse.py"
@@ -102,9 +106,14 @@ measure_receiver() { # side binary
   local pid
   pid=$(eval "echo \$pid_recv_$side")
   fig[idle_rss_receiver_$side]=$(rss_kb "$pid")
-  local c
+  local c before out
   for c in 64 256; do
-    wrk_run "http://127.0.0.1:$port/" "$c" >>"$work/receiver_${side}_c$c"
+    before=$(cpu_ticks "$pid")
+    out=$(wrk_run "http://127.0.0.1:$port/" "$c")
+    echo "$out" >>"$work/receiver_${side}_c$c"
+    # microseconds of the server's CPU per request
+    awk -v t="$(( $(cpu_ticks "$pid") - before ))" -v hz="$ticks_per_second" \
+      '{printf "%.1f\n", t * 1e6 / hz / $4}' <<<"$out" >>"$work/receiver_cpu_${side}_c$c"
   done
   fig[load_rss_receiver_$side]=$(rss_kb "$pid")
   stop "recv_$side"
@@ -172,6 +181,7 @@ for side in rust go; do
     fig[recv_rps_c${c}_$side]=$(col "$f" 1)
     fig[recv_p50_c${c}_$side]=$(col "$f" 2)
     fig[recv_p99_c${c}_$side]=$(col "$f" 3)
+    fig[recv_cpu_c${c}_$side]=$(median <"$work/receiver_cpu_${side}_c$c")
   done
   fig[chain_rps_$side]=$(col "$work/chain_$side" 1)
   fig[chain_p50_$side]=$(col "$work/chain_$side" 2)
@@ -216,6 +226,7 @@ commit=$(cd "$root" && git rev-parse --short HEAD)
   echo "|---|---|---|---|"
   for c in 64 256; do
     echo "| receiver rps, \`wrk -t1 -c$c\` | ${fig[recv_rps_c${c}_rust]} | ${fig[recv_rps_c${c}_go]} | $(ratio "${fig[recv_rps_c${c}_rust]}" "${fig[recv_rps_c${c}_go]}") |"
+    echo "| receiver CPU per request (µs, server process), -c$c | ${fig[recv_cpu_c${c}_rust]} | ${fig[recv_cpu_c${c}_go]} | $(ratio "${fig[recv_cpu_c${c}_rust]}" "${fig[recv_cpu_c${c}_go]}") |"
     echo "| receiver p50 / p99 latency (ms), -c$c | ${fig[recv_p50_c${c}_rust]} / ${fig[recv_p99_c${c}_rust]} | ${fig[recv_p50_c${c}_go]} / ${fig[recv_p99_c${c}_go]} | |"
   done
   echo "| chain rps (sender -> receiver), -c64 | ${fig[chain_rps_rust]} | ${fig[chain_rps_go]} | $(ratio "${fig[chain_rps_rust]}" "${fig[chain_rps_go]}") |"

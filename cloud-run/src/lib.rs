@@ -9,6 +9,8 @@ pub mod logging;
 pub mod metadata;
 pub mod response;
 pub mod serve;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::{ConfigError, ServerConfig};
 pub use response::{Body, HttpError};

@@ -459,7 +459,7 @@ fn refusal_reason(endpoint: &str, status: u16, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use cloud_run::testing::env;
 
     /// A fresh directory for one test's files.
     fn scratch(name: &str) -> PathBuf {
@@ -468,14 +468,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         dir
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
     }
 
     const USER: &str =

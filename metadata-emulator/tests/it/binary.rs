@@ -2,10 +2,8 @@
 
 use std::{net::SocketAddr, process::Stdio, time::Duration};
 
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use cloud_run::testing::sigterm;
+use tokio::process::{Child, Command};
 
 use crate::support::{bounded, client, id_token, key_path, key_set, url, verify, KEY_2};
 
@@ -20,34 +18,9 @@ fn emulator() -> Command {
     cmd
 }
 
-/// Reads the JSON log on stdout until the `listening` line; returns its address.
+/// Reads the JSON log until the `listening` line; returns its address.
 async fn listening_addr(child: &mut Child) -> SocketAddr {
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next_line().await.expect("read") {
-        let entry: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        assert!(entry["severity"].is_string(), "{line}");
-        if entry["message"] == "listening" {
-            let addr = entry["addr"]
-                .as_str()
-                .expect("addr")
-                .parse()
-                .expect("socket addr");
-            // Keep draining so the child never blocks on a full pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-            return addr;
-        }
-    }
-    panic!("emulator exited before listening");
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    cloud_run::testing::listening(child).await.0
 }
 
 /// The one JSON line a refused start-up writes, and the exit code.

@@ -1,21 +1,11 @@
 //! Helpers shared by the emulator's tests.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
-use cloud_run::{ServerConfig, Spawned};
+use cloud_run::Spawned;
 use jsonwebtoken::{DecodingKey, Validation};
 use metadata_emulator::{Config, Emulator, KeySet};
 use tokio::net::TcpListener;
-
-/// Every test finishes within this, or fails instead of hanging.
-pub const LIMIT: Duration = Duration::from_secs(30);
-
-/// Runs `test` under [`LIMIT`].
-pub async fn bounded<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, test)
-        .await
-        .expect("test took too long")
-}
 
 /// Test-only keys (see `tests/keys/README.md`).
 pub const KEY_1: &str = include_str!("../keys/test-key-1.pkcs8.pem");
@@ -27,15 +17,7 @@ pub fn key_path(name: &str) -> String {
     format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Server settings for tests: loopback, any port, short timeouts.
-pub fn server_config() -> ServerConfig {
-    ServerConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        shutdown_grace: Duration::from_secs(2),
-        header_read_timeout: Duration::from_secs(2),
-        ..ServerConfig::default()
-    }
-}
+pub use cloud_run::testing::{bounded, loopback as server_config};
 
 /// Emulator settings for tests: the default identity on 127.0.0.1:0.
 pub fn config() -> Config {

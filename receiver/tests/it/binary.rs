@@ -1,103 +1,34 @@
 //! The real `receiver` binary: bad config, start-up, SIGTERM.
 
-use std::{process::Stdio, time::Duration};
+use std::net::SocketAddr;
 
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
-
+use cloud_run::testing::{exits_zero_on_sigterm, listening, refused};
 use http::StatusCode;
 use serde_json::json;
-use std::net::SocketAddr;
-use tokio::task::JoinHandle;
+use tokio::process::{Child, Command};
 
 use crate::{
     support::{bounded, client, now, url, FakeJwks},
     tokens::{self, claims, keys, signed, with},
 };
 
+/// The receiver binary, on 127.0.0.1:0 with JSON logs and nothing else set.
 fn receiver() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_receiver"));
-    cmd.env_clear()
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("PORT", "0")
-        .env("LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-/// Reads the JSON log on stdout until the `listening` line; returns its
-/// address and a task collecting every line until the child exits.
-async fn listening(child: &mut Child) -> (SocketAddr, JoinHandle<Vec<String>>) {
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut seen = Vec::new();
-    while let Some(line) = lines.next_line().await.expect("read") {
-        let entry: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        assert!(entry["severity"].is_string(), "{line}");
-        let listening = entry["message"] == "listening";
-        seen.push(line);
-        if listening {
-            let addr = entry["addr"]
-                .as_str()
-                .expect("addr")
-                .parse()
-                .expect("socket addr");
-            // Keep draining so the child never blocks on a full pipe.
-            let rest = tokio::spawn(async move {
-                while let Ok(Some(line)) = lines.next_line().await {
-                    seen.push(line);
-                }
-                seen
-            });
-            return (addr, rest);
-        }
-    }
-    panic!("receiver exited before listening: {seen:?}");
+    cloud_run::testing::command(env!("CARGO_BIN_EXE_receiver"))
 }
 
 async fn listening_addr(child: &mut Child) -> SocketAddr {
     listening(child).await.0
 }
 
-async fn exits_zero_on_sigterm(child: &mut Child) {
-    sigterm(child);
-    let status = tokio::time::timeout(Duration::from_secs(3), child.wait())
-        .await
-        .expect("exit within 3 s of SIGTERM")
-        .expect("status");
-    assert!(status.success(), "{status}");
-}
-
 /// Runs the receiver with `env` until it exits; it must fail with one log
 /// line naming `var`.
 async fn fails_naming(env: &[(&str, &str)], var: &str) {
-    let output = receiver()
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .expect("run");
-    assert!(!output.status.success(), "{env:?}");
-    let out = String::from_utf8_lossy(&output.stdout);
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 1, "{env:?}: {out}");
-    let entry: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
-    assert_eq!(entry["severity"], "ERROR");
-    let message = entry["message"].as_str().expect("message");
-    assert!(message.starts_with(&format!("{var}: ")), "{env:?}: {out}");
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    let (_, message) = refused(receiver().envs(env.iter().copied())).await;
+    assert!(
+        message.starts_with(&format!("{var}: ")),
+        "{env:?}: {message}"
+    );
 }
 
 #[tokio::test]

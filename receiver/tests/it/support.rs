@@ -1,7 +1,6 @@
 //! Helpers shared by the receiver's tests.
 
 use std::{
-    future::Future,
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -10,6 +9,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+pub use cloud_run::testing::{bounded, client};
 use cloud_run::{response::text, Body, ServerConfig, Spawned};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use receiver::{AuthConfig, Clock, KeyCache, Receiver};
@@ -18,23 +18,12 @@ use tokio::{net::TcpListener, sync::Notify};
 
 use crate::tokens::{self, AUDIENCE, SECOND_AUDIENCE};
 
-/// Every test finishes within this, or fails instead of hanging.
-pub const LIMIT: Duration = Duration::from_secs(20);
-
-/// Runs `test` under [`LIMIT`].
-pub async fn bounded<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, test)
-        .await
-        .expect("test took too long")
-}
-
-/// Server settings for tests: loopback, any port, short timeouts.
+/// Server settings for tests: loopback, any port, short timeouts (a
+/// 500 ms header timeout, for the slow-client test).
 pub fn server_config() -> ServerConfig {
     ServerConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        shutdown_grace: Duration::from_secs(2),
         header_read_timeout: Duration::from_millis(500),
-        ..ServerConfig::default()
+        ..cloud_run::testing::loopback()
     }
 }
 
@@ -56,14 +45,6 @@ pub async fn receiver() -> Spawned {
         auth: None,
     })
     .await
-}
-
-/// An HTTP client that never goes through a proxy.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
 }
 
 /// `http://ADDR/PATH`.

@@ -1,78 +1,24 @@
 //! The real `sender` binary: bad config, SIGTERM, and what it prints.
 
-use std::{process::Stdio, time::Duration};
-
 use http::StatusCode;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
-    process::{Child, Command},
-};
+use tokio::{io::AsyncReadExt, process::Command};
+
+pub use cloud_run::testing::{listening, sigterm};
 
 use crate::support::{bounded, client, hour, root, FakeMetadata, FakeReceiver};
 
+/// The sender binary, on 127.0.0.1:0 with JSON logs and nothing else set.
 pub fn sender() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sender"));
-    cmd.env_clear()
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("PORT", "0")
-        .env("LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-/// Reads stdout until the `listening` line; returns the address and every
-/// line read so far, and keeps collecting the rest in the background.
-pub async fn listening(
-    child: &mut Child,
-) -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut seen = Vec::new();
-    while let Some(line) = lines.next_line().await.expect("read") {
-        seen.push(line.clone());
-        let entry: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        if entry["message"] == "listening" {
-            let addr = entry["addr"].as_str().expect("addr").parse().expect("addr");
-            let rest = tokio::spawn(async move {
-                while let Ok(Some(line)) = lines.next_line().await {
-                    seen.push(line);
-                }
-                seen
-            });
-            return (addr, rest);
-        }
-    }
-    panic!("sender exited before listening: {seen:?}");
-}
-
-pub fn sigterm(child: &Child) {
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    cloud_run::testing::command(env!("CARGO_BIN_EXE_sender"))
 }
 
 #[tokio::test]
 async fn missing_receiver_url_exits_non_zero_naming_it() {
     bounded(async {
-        let output = sender().output().await.expect("run");
-        assert!(!output.status.success());
-        let out = String::from_utf8_lossy(&output.stdout);
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 1, "{out}");
-        let entry: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
-        assert_eq!(entry["severity"], "ERROR");
+        let (_, message) = cloud_run::testing::refused(&mut sender()).await;
         assert!(
-            entry["message"]
-                .as_str()
-                .expect("message")
-                .starts_with("RECEIVING_SERVICE_URL: not set"),
-            "{out}"
+            message.starts_with("RECEIVING_SERVICE_URL: not set"),
+            "{message}"
         );
     })
     .await;
@@ -104,12 +50,7 @@ async fn sigterm_when_idle_exits_zero() {
             .spawn()
             .expect("spawn");
         let (_, _) = listening(&mut child).await;
-        sigterm(&child);
-        let status = tokio::time::timeout(Duration::from_secs(3), child.wait())
-            .await
-            .expect("exit within 3 s of SIGTERM")
-            .expect("status");
-        assert!(status.success(), "{status}");
+        cloud_run::testing::exits_zero_on_sigterm(&mut child).await;
     })
     .await;
 }
@@ -166,20 +107,15 @@ async fn user_credentials_without_impersonation_stop_the_start() {
             r#"{"type":"authorized_user","client_id":"x","client_secret":"y","refresh_token":"z"}"#,
         )
         .expect("write");
-        let output = sender()
-            .env(
-                "RECEIVING_SERVICE_URL",
-                "https://receiving-service.example.run.app",
-            )
-            .env("CLOUDSDK_CONFIG", &dir)
-            .output()
-            .await
-            .expect("run");
-        assert!(!output.status.success());
-        let out = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(out.lines().count(), 1, "{out}");
-        let entry: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-        let message = entry["message"].as_str().expect("message");
+        let (_, message) = cloud_run::testing::refused(
+            sender()
+                .env(
+                    "RECEIVING_SERVICE_URL",
+                    "https://receiving-service.example.run.app",
+                )
+                .env("CLOUDSDK_CONFIG", &dir),
+        )
+        .await;
         assert!(message.starts_with("ID_TOKEN_SOURCE: "), "{message}");
         assert!(message.contains("cannot mint ID tokens"), "{message}");
         assert!(message.contains("IMPERSONATE_SERVICE_ACCOUNT"), "{message}");

@@ -1,7 +1,6 @@
 //! Fakes and helpers shared by the sender's tests.
 
 use std::{
-    future::Future,
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -12,38 +11,11 @@ use std::{
 
 use base64::Engine as _;
 use bytes::Bytes;
-use cloud_run::{response::text, Body, ServerConfig, Spawned};
+pub use cloud_run::testing::{bounded, client, loopback as server_config};
+use cloud_run::{response::text, Body, Spawned};
 use http::{Request, Response, StatusCode};
 use sender::{token::RefreshPolicy, Config, TokenSource};
 use tokio::{net::TcpListener, sync::Notify};
-
-/// Every test finishes within this, or fails instead of hanging.
-pub const LIMIT: Duration = Duration::from_secs(30);
-
-/// Runs `test` under [`LIMIT`].
-pub async fn bounded<T>(test: impl Future<Output = T>) -> T {
-    tokio::time::timeout(LIMIT, test)
-        .await
-        .expect("test took too long")
-}
-
-/// Server settings for tests and fakes: loopback, any port, short grace.
-pub fn server_config() -> ServerConfig {
-    ServerConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        shutdown_grace: Duration::from_secs(2),
-        header_read_timeout: Duration::from_secs(2),
-        ..ServerConfig::default()
-    }
-}
-
-/// An HTTP client that never goes through a proxy.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-}
 
 /// `http://ADDR/`.
 pub fn root(addr: SocketAddr) -> String {

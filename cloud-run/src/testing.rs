@@ -1,0 +1,131 @@
+//! Helpers for the services' tests, written once: a time bound, loopback
+//! server settings, a client that ignores proxies, a fake environment, and
+//! the handling of a real binary (start on port 0, read its address from the
+//! `listening` log line, SIGTERM, the one line a refused start writes).
+//! Behind the `testing` feature; dev-dependencies turn it on.
+
+use std::{collections::HashMap, future::Future, net::SocketAddr, process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    task::JoinHandle,
+};
+
+use crate::ServerConfig;
+
+/// Every test finishes within this, or fails instead of hanging.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `test` under [`LIMIT`].
+pub async fn bounded<T>(test: impl Future<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, test)
+        .await
+        .expect("test took too long")
+}
+
+/// Server settings for tests: 127.0.0.1, any port, short grace and timeouts.
+pub fn loopback() -> ServerConfig {
+    ServerConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(2),
+        header_read_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    }
+}
+
+/// An HTTP client that never goes through a proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// An environment holding just these variables, for `from_env` functions.
+pub fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+/// The binary at `path` with an empty environment but for JSON logs,
+/// 127.0.0.1 and port 0; output piped, killed if the test drops it.
+pub fn command(path: &str) -> Command {
+    let mut cmd = Command::new(path);
+    cmd.env_clear()
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("PORT", "0")
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Reads the child's JSON log until the `listening` line; returns its
+/// address and a task collecting every line (those before included) until
+/// the child exits, so that it never blocks on a full pipe.
+pub async fn listening(child: &mut Child) -> (SocketAddr, JoinHandle<Vec<String>>) {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    while let Some(line) = lines.next_line().await.expect("read") {
+        let entry: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        assert!(entry["severity"].is_string(), "{line}");
+        let listening = entry["message"] == "listening";
+        seen.push(line);
+        if listening {
+            let addr = entry["addr"]
+                .as_str()
+                .expect("addr")
+                .parse()
+                .expect("socket addr");
+            let rest = tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    seen.push(line);
+                }
+                seen
+            });
+            return (addr, rest);
+        }
+    }
+    panic!("exited before listening: {seen:?}");
+}
+
+/// Sends SIGTERM to the child.
+pub fn sigterm(child: &Child) {
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Sends SIGTERM and expects exit code 0 within 3 s.
+pub async fn exits_zero_on_sigterm(child: &mut Child) {
+    sigterm(child);
+    let status = tokio::time::timeout(Duration::from_secs(3), child.wait())
+        .await
+        .expect("exit within 3 s of SIGTERM")
+        .expect("status");
+    assert!(status.success(), "{status}");
+}
+
+/// Runs `cmd` to its end; it must fail, writing one JSON log line at ERROR.
+/// Returns the exit code and that line's message.
+pub async fn refused(cmd: &mut Command) -> (Option<i32>, String) {
+    let output = cmd.output().await.expect("run");
+    assert!(!output.status.success(), "{:?}", output.status);
+    let out = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    let entry: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
+    assert_eq!(entry["severity"], "ERROR", "{out}");
+    let message = entry["message"].as_str().expect("message").to_owned();
+    (output.status.code(), message)
+}
