@@ -239,6 +239,8 @@ commit=$(cd "$root" && git rev-parse --short HEAD)
   echo "| container image (container-check stand-ins), receiver / sender | $(mb "${fig[image_receiver]}") / $(mb "${fig[image_sender]}") | | |"
   echo "| exec to first 200, receiver (ms, median of 9) | ${fig[start_receiver_rust]} | ${fig[start_receiver_go]} | |"
   echo "| exec to first 200, sender, first request fetches a token (ms, median of 9) | ${fig[start_sender_rust]} | ${fig[start_sender_go]} | |"
+  echo
+  cat "$here/NOTES.md"
 } >"$here/RESULTS.md.new"
 mv "$here/RESULTS.md.new" "$here/RESULTS.md"
 cat "$here/RESULTS.md"
