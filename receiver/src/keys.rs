@@ -261,7 +261,8 @@ impl KeyCache {
                             .is_ok_and(|since| since < self.policy.refetch_interval)
                     });
                     if limited {
-                        return None;
+                        // Another request's fetch may have just landed.
+                        return state.keys.clone();
                     }
                     state.last_on_demand = Some(now);
                     self.ensure_fetch(&mut state)

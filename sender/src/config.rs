@@ -112,9 +112,13 @@ impl Config {
             config.request_timeout = timeout;
         }
         if let Some(max) = env("MAX_RESPONSE_BYTES") {
-            config.max_response_bytes = max.parse().map_err(|_| {
-                ConfigError::new("MAX_RESPONSE_BYTES", format!("not a byte count: {max:?}"))
-            })?;
+            config.max_response_bytes =
+                max.parse().ok().filter(|bytes| *bytes > 0).ok_or_else(|| {
+                    ConfigError::new(
+                        "MAX_RESPONSE_BYTES",
+                        format!("not a byte count above 0: {max:?}"),
+                    )
+                })?;
         }
         Ok(config)
     }
@@ -207,6 +211,7 @@ mod tests {
             ("GCE_METADATA_HOST", "http://x"),
             ("REQUEST_TIMEOUT", "0s"),
             ("MAX_RESPONSE_BYTES", "lots"),
+            ("MAX_RESPONSE_BYTES", "0"),
             ("PORT", "99999"),
         ] {
             let err = Config::from_env(&env(&[base, (var, value)])).expect_err(var);

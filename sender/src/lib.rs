@@ -20,6 +20,9 @@ pub use config::{Config, TokenHeader, TokenSource};
 pub use relay::{Relay, PREFIX};
 pub use token::{IdToken, TokenCache};
 
+/// The longest start-up may spend finding the caller's credentials.
+const CALLER_LOOKUP: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Why the sender cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -32,6 +35,9 @@ pub enum StartError {
     /// No credentials of the caller's own to impersonate with.
     #[error("impersonation needs credentials of the caller's own (gcloud auth application-default login, a key, or the metadata server)")]
     Caller(#[source] gcp_auth::Error),
+    /// Finding the caller's credentials took too long.
+    #[error("impersonation: finding the caller's own credentials took over 20 s")]
+    CallerTimeout,
     /// The service account email does not fit in a URL.
     #[error("IMPERSONATE_SERVICE_ACCOUNT: not usable in a URL")]
     ImpersonateUrl,
@@ -71,7 +77,11 @@ impl Sender {
                         gcp_auth::CustomServiceAccount::from_file(path)
                             .map_err(StartError::Caller)?,
                     ),
-                    None => gcp_auth::provider().await.map_err(StartError::Caller)?,
+                    // It may probe the metadata server, whose client has no timeout.
+                    None => tokio::time::timeout(CALLER_LOOKUP, gcp_auth::provider())
+                        .await
+                        .map_err(|_| StartError::CallerTimeout)?
+                        .map_err(StartError::Caller)?,
                 };
                 Some(Fetcher::Impersonate {
                     http: http.clone(),

@@ -363,9 +363,12 @@ impl Fetcher {
                 struct Answer {
                     token: String,
                 }
-                let access = caller
-                    .token(&[CLOUD_PLATFORM])
+                // gcp_auth's own HTTP client has no timeout.
+                let access = tokio::time::timeout(*timeout, caller.token(&[CLOUD_PLATFORM]))
                     .await
+                    .map_err(|_| TokenError::Timeout {
+                        endpoint: "the caller's credentials",
+                    })?
                     .map_err(|err| TokenError::Caller(Arc::new(err)))?;
                 let request = http
                     .post(url.clone())

@@ -41,13 +41,13 @@ impl IdToken {
             .map_err(|_| TokenError::Malformed("payload is not base64url"))?;
         let claims: Claims = serde_json::from_slice(&payload)
             .map_err(|_| TokenError::Malformed("payload has no numeric exp"))?;
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp))
+            .ok_or(TokenError::Malformed("exp out of range"))?;
         let mut bearer = HeaderValue::try_from(format!("Bearer {jwt}"))
             .map_err(|_| TokenError::Malformed("not a header value"))?;
         bearer.set_sensitive(true);
-        Ok(Self {
-            bearer,
-            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
-        })
+        Ok(Self { bearer, expires_at })
     }
 
     /// The `Authorization` header value, marked sensitive so that HTTP/2
@@ -149,6 +149,9 @@ impl Default for RefreshPolicy {
 
 type Outcome = Option<Result<IdToken, TokenError>>;
 
+/// The longest one token fetch may take, all its steps together.
+const FETCH_DEADLINE: Duration = Duration::from_secs(20);
+
 #[derive(Debug, Default)]
 struct State {
     token: Option<IdToken>,
@@ -222,7 +225,14 @@ impl TokenCache {
         state.inflight = Some(rx.clone());
         let cache = Arc::clone(self);
         tokio::spawn(async move {
-            let outcome = cache.fetcher.fetch(&cache.audience).await;
+            // Each source bounds its own calls; this bounds the whole, so a
+            // stuck fetch cannot hold every waiting request for ever.
+            let outcome =
+                tokio::time::timeout(FETCH_DEADLINE, cache.fetcher.fetch(&cache.audience))
+                    .await
+                    .unwrap_or(Err(TokenError::Timeout {
+                        endpoint: "the token source",
+                    }));
             {
                 let mut state = cache.state.lock().unwrap_or_else(PoisonError::into_inner);
                 state.inflight = None;
@@ -270,6 +280,7 @@ mod tests {
             "a.!!!.c".to_owned(),
             jwt(r#"{"aud":"x"}"#),
             jwt(r#"{"exp":"soon"}"#),
+            jwt(r#"{"exp":18446744073709551615}"#),
             format!("{}.d", jwt(r#"{"exp":1}"#)),
         ] {
             assert!(IdToken::from_jwt(&bad).is_err(), "{bad}");

@@ -424,3 +424,44 @@ async fn impersonation_refused_names_the_missing_role() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn impersonation_with_unresponsive_caller_credentials_is_503_not_a_hang() {
+    bounded(async {
+        // The caller's token endpoint accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let silent_addr = silent.local_addr().expect("addr");
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = silent.accept().await {
+                held.push(conn);
+            }
+        });
+        let caller_key = key_file(&format!("http://{silent_addr}/token")).await;
+        let receiver_server = FakeReceiver::hello().start().await;
+        let source = sender::TokenSource::Impersonate {
+            service_account: "receiver-caller@test-project.iam.gserviceaccount.com".to_owned(),
+            caller_key: Some(caller_key),
+        };
+        let sender = sender_with(source, &receiver_server, |config| {
+            config.token_endpoint_timeout = Duration::from_millis(500);
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let response = client()
+            .get(root(sender.addr()))
+            .send()
+            .await
+            .expect("response");
+        holder.abort();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.text().await.expect("body"),
+            "could not get an ID token: the caller's credentials did not answer in time\n"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    })
+    .await;
+}
