@@ -40,8 +40,7 @@ impl Format {
         match env("LOG_FORMAT").as_deref() {
             Some("json") => Ok(Self::Json),
             Some("text") => Ok(Self::Text),
-            None if env("K_SERVICE").is_some() => Ok(Self::Json),
-            None => Ok(Self::Text),
+            None => Ok(Self::default_for(env)),
             Some(other) => Err(ConfigError::new(
                 "LOG_FORMAT",
                 format!("expected json or text, got {other:?}"),
@@ -50,15 +49,22 @@ impl Format {
     }
 }
 
+impl Format {
+    /// JSON on Cloud Run (`K_SERVICE` set), text elsewhere.
+    fn default_for(env: Lookup<'_>) -> Self {
+        if env("K_SERVICE").is_some() {
+            Self::Json
+        } else {
+            Self::Text
+        }
+    }
+}
+
 /// Installs the global subscriber. A bad `LOG_FORMAT` still installs one
 /// (the default), so the error itself can be logged.
 pub fn init(env: Lookup<'_>) -> Result<Format, ConfigError> {
     let chosen = Format::from_env(env);
-    let format = chosen.clone().unwrap_or(if env("K_SERVICE").is_some() {
-        Format::Json
-    } else {
-        Format::Text
-    });
+    let format = chosen.clone().unwrap_or_else(|_| Format::default_for(env));
     // `Targets` takes RUST_LOG's usual `level,target=level` directives; unlike
     // EnvFilter it has no span or field matching, and so no regex engine.
     let filter = env("RUST_LOG")

@@ -129,3 +129,41 @@ pub async fn refused(cmd: &mut Command) -> (Option<i32>, String) {
     let message = entry["message"].as_str().expect("message").to_owned();
     (output.status.code(), message)
 }
+
+/// A gate a fake waits at until the test opens it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Gate {
+    /// Shut: whoever passes waits.
+    pub fn closed() -> Self {
+        Self::default()
+    }
+
+    /// Always open.
+    pub fn opened() -> Self {
+        let gate = Self::default();
+        gate.open();
+        gate
+    }
+
+    /// Lets everyone through, now and later.
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Returns once the gate is open.
+    pub async fn pass(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}

@@ -3,13 +3,13 @@
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::{Duration, SystemTime},
 };
 
-pub use cloud_run::testing::{bounded, client};
+pub use cloud_run::testing::{bounded, client, Gate};
 use cloud_run::{response::text, Body, ServerConfig, Spawned};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use receiver::{AuthConfig, Clock, KeyCache, Receiver};
@@ -91,43 +91,6 @@ pub enum JwksMode {
     Serve(Value, u64),
     /// This status and no keys.
     Fail(StatusCode),
-}
-
-/// A gate a fake waits at until the test opens it.
-#[derive(Debug, Default)]
-pub struct Gate {
-    open: AtomicBool,
-    notify: Notify,
-}
-
-impl Gate {
-    /// Shut: whoever passes waits.
-    pub fn closed() -> Self {
-        Self::default()
-    }
-
-    /// Always open.
-    pub fn opened() -> Self {
-        let gate = Self::default();
-        gate.open();
-        gate
-    }
-
-    /// Lets everyone through, now and later.
-    pub fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    async fn pass(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.open.load(Ordering::SeqCst) {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// A fake JWKS endpoint that counts its fetches.

@@ -11,7 +11,7 @@ use std::{
 
 use base64::Engine as _;
 use bytes::Bytes;
-pub use cloud_run::testing::{bounded, client, loopback as server_config};
+pub use cloud_run::testing::{bounded, client, loopback as server_config, Gate};
 use cloud_run::{response::text, Body, Spawned};
 use http::{Request, Response, StatusCode};
 use sender::{token::RefreshPolicy, Config, TokenSource};
@@ -20,31 +20,6 @@ use tokio::{net::TcpListener, sync::Notify};
 /// `http://ADDR/`.
 pub fn root(addr: SocketAddr) -> String {
     format!("http://{addr}/")
-}
-
-/// A gate a fake waits at until the test opens it.
-#[derive(Debug, Default)]
-pub struct Gate {
-    open: std::sync::atomic::AtomicBool,
-    notify: Notify,
-}
-
-impl Gate {
-    /// Lets everyone through, now and later.
-    pub fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    async fn pass(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.open.load(Ordering::SeqCst) {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// An unsigned JWT with these claims; the sender reads `exp` only.
