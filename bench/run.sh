@@ -3,14 +3,22 @@
 # loopback only, bounded in time (about 4 minutes after the builds). Writes
 # bench/RESULTS.md.
 #
-#   bench/run.sh            # DURATION=5s ROUNDS=3 by default
+#   GO_SEED=DIR bench/run.sh     # DURATION=5s ROUNDS=3 by default
 #
-# Needs: wrk, python3, curl (installed with apt-get if missing), and the Go
-# seed, built with ../shared/reference/go-seed/build.sh (installs Go).
+# Needs: wrk, python3, curl (installed with apt-get if missing), and GO_SEED:
+# a folder holding the Go tutorial's two programs and a build.sh that builds
+# them (`build.sh OUT` leaves OUT/go-receiver and OUT/go-sender). Nothing of
+# theirs is copied here. Image sizes come from `docker image inspect` of
+# images built with `docker build -f Dockerfile.SERVICE -t SERVICE .`, where
+# docker is present.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-seed=${GO_SEED:-$root/../shared/reference/go-seed}
+seed=${GO_SEED:-}
+if [[ -z $seed || ! -x $seed/build.sh ]]; then
+  echo "GO_SEED: set it to the folder of the Go tutorial's programs, with their build.sh" >&2
+  exit 2
+fi
 duration=${DURATION:-5s}
 rounds=${ROUNDS:-3}
 work=$(mktemp -d)
@@ -201,12 +209,14 @@ fig[size_sender_rust]=$(size_of "$rust_sender")
 fig[size_sender_go]=$(size_of "$go_sender")
 
 image_size() {
-  local cc=$root/../shared/tools/container-check
-  [[ -x $cc ]] || return 0
-  "$cc" docker image inspect --format '{{.Size}}' "$1" 2>/dev/null || true
+  command -v docker >/dev/null || return 0
+  docker image inspect --format '{{.Size}}' "$1" 2>/dev/null || true
 }
-fig[image_receiver]=$(image_size local/receiver)
-fig[image_sender]=$(image_size local/sender)
+fig[image_receiver]=$(image_size receiver)
+fig[image_sender]=$(image_size sender)
+images_note="\`docker build\` images"
+command -v docker >/dev/null || images_note="no docker on this machine: not measured"
+
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}x' if b else '-')" "$1" "$2"; }
 mb() { python3 -c "import sys; print(f'{int(sys.argv[1])/1e6:.1f} MB' if sys.argv[1] else '-')" "${1:-}"; }
@@ -236,7 +246,7 @@ commit=$(cd "$root" && git rev-parse --short HEAD)
   echo "| sender RSS idle / after load | $(kb_mb "${fig[idle_rss_sender_rust]}") / $(kb_mb "${fig[load_rss_sender_rust]}") | $(kb_mb "${fig[idle_rss_sender_go]}") / $(kb_mb "${fig[load_rss_sender_go]}") | |"
   echo "| stripped binary, receiver | $(mb "${fig[size_receiver_rust]}") | $(mb "${fig[size_receiver_go]}") | $(ratio "${fig[size_receiver_rust]}" "${fig[size_receiver_go]}") |"
   echo "| stripped binary, sender | $(mb "${fig[size_sender_rust]}") | $(mb "${fig[size_sender_go]}") | $(ratio "${fig[size_sender_rust]}" "${fig[size_sender_go]}") |"
-  echo "| container image (container-check stand-ins), receiver / sender | $(mb "${fig[image_receiver]}") / $(mb "${fig[image_sender]}") | | |"
+  echo "| container image ($images_note), receiver / sender | $(mb "${fig[image_receiver]}") / $(mb "${fig[image_sender]}") | | |"
   echo "| exec to first 200, receiver (ms, median of 9) | ${fig[start_receiver_rust]} | ${fig[start_receiver_go]} | |"
   echo "| exec to first 200, sender, first request fetches a token (ms, median of 9) | ${fig[start_sender_rust]} | ${fig[start_sender_go]} | |"
   echo
