@@ -17,7 +17,7 @@ use tracing::{
     span, Event, Level, Subscriber,
 };
 use tracing_subscriber::{
-    filter::Targets, layer::Context, prelude::*, registry::LookupSpan, Layer,
+    filter::Targets, fmt::MakeWriter, layer::Context, prelude::*, registry::LookupSpan, Layer,
 };
 
 use crate::config::{ConfigError, Lookup};
@@ -26,21 +26,22 @@ static PROJECT_ID: OnceLock<String> = OnceLock::new();
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+enum LogFormat {
     /// Cloud Logging's structured JSON, on stdout.
     Json,
     /// Human-readable, on stderr.
     Text,
 }
 
-impl Format {
+impl LogFormat {
     /// `LOG_FORMAT` (`json` or `text`); JSON by default on Cloud Run
     /// (`K_SERVICE` set), text elsewhere.
-    pub fn from_env(env: Lookup<'_>) -> Result<Self, ConfigError> {
+    fn from_env(env: Lookup<'_>) -> Result<Self, ConfigError> {
         match env("LOG_FORMAT").as_deref() {
             Some("json") => Ok(Self::Json),
             Some("text") => Ok(Self::Text),
-            None => Ok(Self::default_for(env)),
+            None if env("K_SERVICE").is_some() => Ok(Self::Json),
+            None => Ok(Self::Text),
             Some(other) => Err(ConfigError::new(
                 "LOG_FORMAT",
                 format!("expected json or text, got {other:?}"),
@@ -49,31 +50,40 @@ impl Format {
     }
 }
 
-impl Format {
-    /// JSON on Cloud Run (`K_SERVICE` set), text elsewhere.
-    fn default_for(env: Lookup<'_>) -> Self {
-        if env("K_SERVICE").is_some() {
-            Self::Json
-        } else {
-            Self::Text
-        }
+/// `RUST_LOG`'s `level,target=level` directives, `info` when unset.
+/// `Targets`, unlike `EnvFilter`, has no span or field matching, and so no
+/// regex engine.
+fn filter_from_env(env: Lookup<'_>) -> Result<Targets, ConfigError> {
+    match env("RUST_LOG") {
+        None => Ok(Targets::new().with_default(Level::INFO)),
+        Some(directives) => directives.parse::<Targets>().map_err(|err| {
+            ConfigError::new(
+                "RUST_LOG",
+                format!("not a filter like info or sender=debug,info ({err}): {directives:?}"),
+            )
+        }),
     }
 }
 
-/// Installs the global subscriber. A bad `LOG_FORMAT` still installs one
-/// (the default), so the error itself can be logged.
-pub fn init(env: Lookup<'_>) -> Result<Format, ConfigError> {
-    let chosen = Format::from_env(env);
-    let format = chosen.clone().unwrap_or_else(|_| Format::default_for(env));
-    // `Targets` takes RUST_LOG's usual `level,target=level` directives; unlike
-    // EnvFilter it has no span or field matching, and so no regex engine.
-    let filter = env("RUST_LOG")
-        .and_then(|directives| directives.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        Format::Json => registry.with(CloudLogging).init(),
-        Format::Text => registry
+/// Installs the global subscriber. A bad `LOG_FORMAT` or `RUST_LOG` still
+/// installs one (the defaults), so that the error itself can be logged, and
+/// is returned for the caller to stop on.
+pub fn init(env: Lookup<'_>) -> Result<(), ConfigError> {
+    let format = LogFormat::from_env(env);
+    let filter = filter_from_env(env);
+    let registry = tracing_subscriber::registry().with(
+        filter
+            .clone()
+            .unwrap_or_else(|_| Targets::new().with_default(Level::INFO)),
+    );
+    let text_default = if env("K_SERVICE").is_some() {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    match format.clone().unwrap_or(text_default) {
+        LogFormat::Json => registry.with(CloudLogging::new(std::io::stdout)).init(),
+        LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
@@ -82,7 +92,7 @@ pub fn init(env: Lookup<'_>) -> Result<Format, ConfigError> {
             )
             .init(),
     }
-    chosen
+    format.and(filter).map(|_| ())
 }
 
 /// Records the project id, which turns incoming trace ids into the
@@ -214,9 +224,18 @@ fn is_hex_id(s: &str, len: usize) -> bool {
     s.len() == len && is_hex(s) && s.bytes().any(|b| b != b'0')
 }
 
-/// The layer that writes Cloud Logging JSON lines. It does no formatting
-/// work for spans beyond keeping their trace fields.
-struct CloudLogging;
+/// The layer that writes Cloud Logging JSON lines, one `write_all` per
+/// line so that lines from concurrent requests never interleave. It does no
+/// formatting work for spans beyond keeping their trace fields.
+struct CloudLogging<W> {
+    make_writer: W,
+}
+
+impl<W> CloudLogging<W> {
+    fn new(make_writer: W) -> Self {
+        Self { make_writer }
+    }
+}
 
 #[derive(Default)]
 struct SpanTrace {
@@ -285,9 +304,10 @@ fn severity(level: &Level) -> &'static str {
     }
 }
 
-impl<S> Layer<S> for CloudLogging
+impl<S, W> Layer<S> for CloudLogging<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
         let mut trace = SpanTrace::default();
@@ -311,7 +331,7 @@ where
             }),
         );
         // A failed write to stdout has nowhere better to be reported.
-        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        let _ = self.make_writer.make_writer().write_all(line.as_bytes());
     }
 }
 
@@ -402,36 +422,59 @@ mod tests {
 
     #[test]
     fn format_from_env() {
-        assert_eq!(Format::from_env(&|_| None), Ok(Format::Text));
+        assert_eq!(LogFormat::from_env(&|_| None), Ok(LogFormat::Text));
         let cloud_run = |k: &str| (k == "K_SERVICE").then(|| "sender".to_owned());
-        assert_eq!(Format::from_env(&cloud_run), Ok(Format::Json));
+        assert_eq!(LogFormat::from_env(&cloud_run), Ok(LogFormat::Json));
         let bad = |k: &str| (k == "LOG_FORMAT").then(|| "xml".to_owned());
-        assert_eq!(Format::from_env(&bad).map_err(|e| e.var), Err("LOG_FORMAT"));
+        assert_eq!(
+            LogFormat::from_env(&bad).map_err(|e| e.var),
+            Err("LOG_FORMAT")
+        );
+    }
+
+    #[test]
+    fn a_malformed_rust_log_is_an_error_naming_it() {
+        let rust_log =
+            |value: &'static str| move |k: &str| (k == "RUST_LOG").then(|| value.to_owned());
+        assert!(filter_from_env(&|_| None).is_ok());
+        assert!(filter_from_env(&rust_log("sender=debug,info")).is_ok());
+        for bad in ["sender=shouty", "x=y=z", "info,sender=loud"] {
+            let err = filter_from_env(&rust_log(bad)).expect_err(bad);
+            assert_eq!(err.var, "RUST_LOG", "{bad}");
+        }
+    }
+
+    /// Lines written by the real layer, into memory instead of stdout.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn json(&self) -> Vec<Value> {
+            let bytes = self.0.lock().expect("lock").clone();
+            String::from_utf8(bytes)
+                .expect("utf-8")
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+                .collect()
+        }
     }
 
     #[test]
     fn json_lines_carry_severity_message_and_trace() {
-        use std::sync::{Arc, Mutex};
-        // A subscriber local to this test, capturing lines instead of stdout.
-        #[derive(Clone, Default)]
-        struct Capture(Arc<Mutex<Vec<String>>>);
-        impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
-            fn on_new_span(&self, a: &span::Attributes<'_>, id: &span::Id, c: Context<'_, S>) {
-                CloudLogging.on_new_span(a, id, c);
-            }
-            fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-                let trace = ctx.event_scope(event).and_then(|scope| {
-                    scope.from_root().find_map(|span| {
-                        span.extensions()
-                            .get::<SpanTrace>()
-                            .map(|t| (t.trace.clone(), t.span_id.clone(), t.sampled))
-                    })
-                });
-                self.0.lock().expect("lock").push(json_line(event, trace));
-            }
-        }
-        let capture = Capture::default();
-        let subscriber = tracing_subscriber::registry().with(capture.clone());
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let layer = CloudLogging::new(move || writer.clone());
+        let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!(
                 "request",
@@ -440,16 +483,27 @@ mod tests {
                 sampled = true,
             );
             let _guard = span.enter();
+            let inner = tracing::info_span!("inner", unrelated = 1);
+            let _inner = inner.enter();
             tracing::warn!(status = 503u64, "relay failed");
         });
-        let lines = capture.0.lock().expect("lock").clone();
-        assert_eq!(lines.len(), 1);
-        let v: Value = serde_json::from_str(&lines[0]).expect("json");
+        tracing::subscriber::with_default(
+            tracing_subscriber::registry().with(CloudLogging::new({
+                let writer = lines.clone();
+                move || writer.clone()
+            })),
+            || tracing::info!("no trace here"),
+        );
+        let lines = lines.json();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let v = &lines[0];
         assert_eq!(v["severity"], "WARNING");
         assert_eq!(v["message"], "relay failed");
         assert_eq!(v["status"], 503);
         assert_eq!(v["logging.googleapis.com/trace"], "projects/p/traces/abc");
         assert_eq!(v["logging.googleapis.com/spanId"], "00f067aa0ba902b7");
         assert_eq!(v["logging.googleapis.com/trace_sampled"], true);
+        assert_eq!(lines[1]["severity"], "INFO");
+        assert!(lines[1].get("logging.googleapis.com/trace").is_none());
     }
 }
