@@ -9,6 +9,7 @@ pub mod logging;
 pub mod metadata;
 pub mod response;
 pub mod serve;
+pub mod single_flight;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
