@@ -97,6 +97,12 @@ Environment:
   CLOUDBUILD_MACHINE_TYPE
                          Passed to 'gcloud builds submit --machine-type', e.g.
                          e2-highcpu-8 (faster, outside the free tier; default: unset)
+  Each value (and each --service-account NAME) is checked against Google's rule
+  for it before any gcloud call that uses it: a project id is 6-30 lowercase
+  letters, digits or hyphens starting with a letter; a region looks like
+  us-central1; a repository id is lowercase letters, digits and hyphens; a tag is
+  letters, digits, '_', '.' and '-'. A value breaking its rule stops the script
+  with one line naming the variable.
 
 Example, from a fresh project with billing:
   gcloud auth login
@@ -163,21 +169,74 @@ config_value() {
   probe gcloud config get-value "$1" || true
 }
 
+# Every value below ends up inside a gcloud argument: a --substitutions list
+# (where a comma starts another substitution), an image path (where a slash
+# starts another path segment) or a resource name. Each is held to Google's own
+# rule for it, which rules out the commas, spaces, slashes and dot segments
+# that would climb out.
+readonly PROJECT_ID_RULE='^[a-z][a-z0-9-]{4,28}[a-z0-9]$'
+readonly PROJECT_ID_WHAT="a project id (6 to 30 lowercase letters, digits or hyphens, starting with a letter, not ending with a hyphen)"
+readonly REGION_RULE='^[a-z]+-[a-z]+[0-9]+$'
+readonly REGION_WHAT="a region such as us-central1 (lowercase letters, one hyphen, then letters and a number)"
+readonly ACCOUNT_ID_RULE='^[a-z][a-z0-9-]{4,28}[a-z0-9]$'
+readonly ACCOUNT_EMAIL_RULE='^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+$'
+
+# shown VALUE: VALUE quoted for one line of an error message, cut short.
+shown() {
+  local value=$1
+  ((${#value} <= 64)) || value="${value:0:61}..."
+  if [[ $value == *[![:print:]]* || $value == *\'* ]]; then
+    printf '%q' "$value"
+  else
+    printf "'%s'" "$value"
+  fi
+}
+
+# check_value NAME VALUE RULE WHAT [SOURCE]: dies naming NAME unless VALUE matches
+# the regular expression RULE.
+check_value() {
+  local name=$1 value=$2 rule=$3 what=$4 source=${5:-}
+  [[ $value =~ $rule ]] && return 0
+  die "${name}${source} must be ${what}, not $(shown "$value")"
+}
+
+# The settings that come from the environment, checked before any gcloud call.
+check_environment() {
+  [[ -z ${PROJECT_ID:-} ]] || check_value PROJECT_ID "$PROJECT_ID" "$PROJECT_ID_RULE" "$PROJECT_ID_WHAT"
+  [[ -z ${REGION:-} ]] || check_value REGION "$REGION" "$REGION_RULE" "$REGION_WHAT"
+  check_value AR_REPOSITORY "$AR_REPOSITORY" '^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$' \
+    "an Artifact Registry repository id (up to 63 lowercase letters, digits or hyphens, starting with a letter, ending with a letter or digit)"
+  check_value IMAGE_TAG "$IMAGE_TAG" '^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$' \
+    "a Docker image tag (up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-')"
+  [[ -z $CLOUDBUILD_MACHINE_TYPE ]] || check_value CLOUDBUILD_MACHINE_TYPE "$CLOUDBUILD_MACHINE_TYPE" \
+    '^[a-z0-9][a-z0-9-]{0,62}$' "a machine type such as e2-highcpu-8 (lowercase letters, digits and hyphens)"
+  check_value IAM_RETRIES "$IAM_RETRIES" '^[1-9][0-9]{0,3}$' "a positive integer below 10000"
+  check_value IAM_WAIT_SECONDS "$IAM_WAIT_SECONDS" '^[0-9]{1,4}$' "a whole number of seconds below 10000"
+  check_value CURL_MAX_TIME "$CURL_MAX_TIME" '^[1-9][0-9]{0,4}$' "a positive whole number of seconds"
+}
+
 resolve_settings() {
+  check_environment
   require_gcloud
   if [[ -z ${PROJECT_ID:-} ]]; then
     PROJECT_ID=$(config_value project)
+    [[ -z $PROJECT_ID ]] ||
+      check_value PROJECT_ID "$PROJECT_ID" "$PROJECT_ID_RULE" "$PROJECT_ID_WHAT" " (from 'gcloud config get-value project')"
   fi
   [[ -n $PROJECT_ID ]] ||
     die "no project: set PROJECT_ID, or run 'gcloud config set project PROJECT_ID'"
   if [[ -z ${REGION:-} ]]; then
-    REGION=$(config_value run/region)
-    [[ -n $REGION ]] || REGION=$(config_value compute/region)
+    local key=run/region
+    REGION=$(config_value "$key")
+    [[ -n $REGION ]] || {
+      key=compute/region
+      REGION=$(config_value "$key")
+    }
+    [[ -z $REGION ]] ||
+      check_value REGION "$REGION" "$REGION_RULE" "$REGION_WHAT" " (from 'gcloud config get-value $key')"
   fi
   [[ -n $REGION ]] ||
     die "no region: set REGION, or run 'gcloud config set run/region REGION' (e.g. us-central1)"
-  [[ $IAM_RETRIES =~ ^[1-9][0-9]*$ ]] || die "IAM_RETRIES must be a positive integer, not '$IAM_RETRIES'"
-  [[ $IAM_WAIT_SECONDS =~ ^[0-9]+$ ]] || die "IAM_WAIT_SECONDS must be a whole number of seconds, not '$IAM_WAIT_SECONDS'"
   REGISTRY="${REGION}-docker.pkg.dev/${PROJECT_ID}/${AR_REPOSITORY}"
   SA_EMAIL="${SA_NAME}@${PROJECT_ID}.iam.gserviceaccount.com"
   log "project $PROJECT_ID, region $REGION, images in $REGISTRY"
@@ -194,6 +253,16 @@ gcp_probe() {
 
 image() {
   printf '%s/%s:%s' "$REGISTRY" "$1" "$IMAGE_TAG"
+}
+
+# check_account NAME: dies unless NAME is an account id or an email.
+check_account() {
+  if [[ $1 == *@* ]]; then
+    check_value --service-account "$1" "$ACCOUNT_EMAIL_RULE" "a service account email (one '@', letters, digits, '.', '_' or '-')"
+  else
+    check_value --service-account "$1" "$ACCOUNT_ID_RULE" \
+      "an account id (6 to 30 lowercase letters, digits or hyphens, starting with a letter) or an email"
+  fi
 }
 
 sa_email() {
@@ -302,10 +371,14 @@ cmd_deploy_sender() {
     esac
     shift
   done
+  [[ -z $account ]] || check_account "$account"
   local receiver_url
   receiver_url=$(service_url "$RECEIVER_SERVICE") || receiver_url=""
   [[ -n $receiver_url ]] ||
     die "$RECEIVER_SERVICE not found in $REGION: run 'deploy/cloud-run.sh deploy-receiver' first"
+  # It goes into a comma-separated --set-env-vars list.
+  [[ $receiver_url =~ ^https://[A-Za-z0-9.-]+$ ]] ||
+    die "the URL gcloud gives for $RECEIVER_SERVICE is not a plain https://HOST URL: $(shown "$receiver_url")"
 
   local identity=()
   if [[ -n $account ]]; then
@@ -319,7 +392,7 @@ cmd_deploy_sender() {
     if [[ -n $current && $current != *-compute@developer.gserviceaccount.com ]]; then
       local number
       number=$(gcp projects describe "$PROJECT_ID" --format='value(projectNumber)')
-      [[ -n $number ]] || die "could not read the project number of $PROJECT_ID"
+      [[ $number =~ ^[0-9]+$ ]] || die "could not read the project number of $PROJECT_ID"
       log "$SENDER_SERVICE runs as $current: switching it back to the default compute service account"
       identity=(--service-account "${number}-compute@developer.gserviceaccount.com")
     fi
@@ -346,6 +419,7 @@ parse_account_option() {
     esac
     shift
   done
+  check_account "$ACCOUNT"
   ACCOUNT=$(sa_email "$ACCOUNT")
 }
 

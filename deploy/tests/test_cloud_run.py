@@ -528,6 +528,87 @@ def test_retry_settings_are_validated(cloud):
         cloud.run("check", env={"IAM_WAIT_SECONDS": "soon"}, check=False).stderr
 
 
+# --- values spliced into --substitutions, flags and resource names -------------
+
+# Each would change what gcloud is asked for if spliced as is: another
+# substitution, a split argument, another path in an image name.
+BREAKOUTS = ["x,_SERVICE=evil", "a b", "../x"]
+SETTINGS = ["PROJECT_ID", "REGION", "AR_REPOSITORY", "IMAGE_TAG", "CLOUDBUILD_MACHINE_TYPE",
+            "CURL_MAX_TIME", "IAM_RETRIES", "IAM_WAIT_SECONDS"]
+
+
+def refused_naming(proc, name):
+    """Asserts a failure ending in one error line that names name."""
+    assert proc.returncode == 1, proc.stderr
+    *before, last = proc.stderr.splitlines()
+    assert not any(line.startswith("cloud-run.sh:") for line in before), proc.stderr
+    assert last.startswith(f"cloud-run.sh: error: {name} "), last
+
+
+@pytest.mark.parametrize("value", BREAKOUTS)
+@pytest.mark.parametrize("name", SETTINGS)
+def test_a_setting_that_would_break_out_is_refused_before_any_gcloud_call(cloud, name, value):
+    for command in [["tutorial"], ["build", "all"], ["setup"]]:
+        proc = cloud.run(*command, env={name: value}, check=False)
+        refused_naming(proc, name)
+        assert len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert f"'{value}'" in proc.stderr
+        assert cloud.calls() == [], command
+        assert cloud.calls("curl") == []
+
+
+@pytest.mark.parametrize("name, value", [
+    ("PROJECT_ID", "Demo-Project"), ("PROJECT_ID", "demo-"), ("PROJECT_ID", "1demo-project"),
+    ("PROJECT_ID", "demo"), ("PROJECT_ID", "example.com:demo-project"), ("PROJECT_ID", "p" * 31),
+    ("REGION", "us_central1"), ("REGION", "US-CENTRAL1"), ("REGION", "us-central1/x"),
+    ("AR_REPOSITORY", "My-Images"), ("AR_REPOSITORY", "images-"), ("AR_REPOSITORY", "r" * 64),
+    ("AR_REPOSITORY", "a/b"), ("IMAGE_TAG", ".latest"), ("IMAGE_TAG", "-latest"),
+    ("IMAGE_TAG", "v1:2"), ("IMAGE_TAG", "t" * 129), ("CLOUDBUILD_MACHINE_TYPE", "e2 highcpu"),
+    ("CURL_MAX_TIME", "0"), ("CURL_MAX_TIME", "30s"), ("IMAGE_TAG", "v1\nx"),
+])
+def test_each_setting_follows_googles_own_rule(cloud, name, value):
+    proc = cloud.run("setup", env={"PROJECT_ID": PROJECT, "REGION": REGION, name: value}, check=False)
+    refused_naming(proc, name)
+    assert cloud.calls() == []
+
+
+def test_values_at_the_edge_of_the_rules_are_accepted(cloud):
+    cloud.state["any_project"] = True
+    env = {"PROJECT_ID": "a12345", "REGION": "northamerica-northeast1", "AR_REPOSITORY": "r",
+           "IMAGE_TAG": "V1.2_3-" + "t" * 121, "CLOUDBUILD_MACHINE_TYPE": "e2-highcpu-8", "CURL_MAX_TIME": "5"}
+    cloud.run("setup", env=env, check=True)
+    cloud.run("build", "receiver", env=env, check=True)
+    assert cloud.state["images"] == [f"northamerica-northeast1-docker.pkg.dev/a12345/r/receiver:{env['IMAGE_TAG']}"]
+
+
+@pytest.mark.parametrize("key, name", [("project", "PROJECT_ID"), ("run/region", "REGION")])
+def test_a_bad_value_from_gcloud_config_is_refused_naming_it(cloud, key, name):
+    cloud.state["config"][key] = "x,_SERVICE=evil"
+    proc = cloud.run("build", "all", check=False)
+    refused_naming(proc, name)
+    assert "gcloud config" in proc.stderr
+    assert all(argv[:2] == ["config", "get-value"] for argv in cloud.calls())
+
+
+@pytest.mark.parametrize("value", BREAKOUTS + ["Calling-SA", "sa", "a@b,c@d", "a@b@c"])
+@pytest.mark.parametrize("command", ["deploy-sender", "grant", "revoke"])
+def test_a_bad_service_account_option_is_refused_before_any_gcloud_call(cloud, command, value):
+    for args in [["--service-account", value], [f"--service-account={value}"]]:
+        proc = cloud.run(command, *args, env={"PROJECT_ID": PROJECT, "REGION": REGION}, check=False)
+        refused_naming(proc, "--service-account")
+        assert cloud.calls() == []
+
+
+def test_an_odd_receiver_url_from_gcloud_is_not_spliced_into_the_senders_env(cloud):
+    cloud.ready()
+    cloud.run("deploy-receiver", check=True)
+    cloud.state["services"]["receiving-service"]["url"] = "https://evil.example,ID_TOKEN_SOURCE=none"
+    proc = cloud.run("deploy-sender", check=False)
+    assert proc.returncode == 1
+    assert "receiving-service" in proc.stderr and "URL" in proc.stderr
+    assert deploys(cloud, "sending-service") == []
+
+
 # --- teardown ------------------------------------------------------------------
 
 

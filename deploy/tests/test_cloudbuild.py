@@ -130,6 +130,13 @@ def test_gcloudignore_keeps_every_workspace_member(tmp_path):
     assert ignored(tmp_path, [f"{m}/Cargo.toml" for m in members]) == set()
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_gcloudignore_leaves_out_key_files(tmp_path):
+    keys = ["key.json", "sender-key.json", "sa-key.json", "sender/sa_key.json", "receiver/src/key.json",
+            "application_default_credentials.json"]
+    assert ignored(tmp_path, keys + ["Cargo.toml", "sender/src/keys.rs"]) == set(keys)
+
+
 def test_gcloudignore_includes_gitignore():
     assert "#!include:.gitignore" in (REPO / ".gcloudignore").read_text().splitlines()
 

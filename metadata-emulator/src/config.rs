@@ -55,6 +55,11 @@ ENVIRONMENT:
     LOG_FORMAT               json (one object per line on stdout) or text (stderr; default)
     RUST_LOG                 log filter (default info; debug logs every request)
 
+HOSTS:
+    Only requests whose Host (HTTP/2: :authority) is a loopback address, localhost,
+    metadata.google.internal, metadata or 169.254.169.254 (any port) are answered;
+    anything else gets 403, so a web page rebinding its name to 127.0.0.1 gets no token.
+
 ENDPOINTS (send Metadata-Flavor: Google to every /computeMetadata/ path):
     /computeMetadata/v1/instance/service-accounts/default/identity?audience=AUD[&format=full]
     /computeMetadata/v1/instance/service-accounts/default/{email,token,scopes,aliases}

@@ -4,6 +4,7 @@
 //! the receiver can verify them with no Google Cloud project at all.
 
 pub mod config;
+pub mod host;
 pub mod identity;
 pub mod keys;
 pub mod routes;

@@ -2,7 +2,8 @@
 //! `/computeMetadata/v1/` (only with `Metadata-Flavor: Google`), its root, and
 //! Google's JWKS at `/oauth2/v3/certs`. Every answer, errors included,
 //! carries `Metadata-Flavor: Google`, which is how clients recognise the
-//! server.
+//! server. Only requests naming an allowed host are answered at all (see
+//! [`crate::host`]).
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use serde_json::{json, Map, Value};
 use tracing::{debug, warn};
 
 use crate::{
+    host,
     identity::{access_token, Account, Format},
     keys::KeySet,
 };
@@ -36,6 +38,11 @@ const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// Why a request gets no answer, each with its status.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// `Host` (or `:authority`) names no host the emulator serves: a page
+    /// that rebound its DNS name to loopback, or a client that went through
+    /// another name.
+    #[error("host not allowed: the emulator answers only a Host of a loopback address, localhost, metadata.google.internal, metadata or 169.254.169.254")]
+    Host,
     /// The real server refuses every metadata request without the header.
     #[error("missing Metadata-Flavor:Google header")]
     MissingFlavor,
@@ -62,7 +69,7 @@ pub enum RequestError {
 impl HttpError for RequestError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::MissingFlavor | Self::Forwarded => StatusCode::FORBIDDEN,
+            Self::Host | Self::MissingFlavor | Self::Forwarded => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::MissingAudience | Self::BadFormat => StatusCode::BAD_REQUEST,
@@ -171,6 +178,12 @@ pub fn answer<B>(state: &State, req: &Request<B>) -> Response<Body> {
         }
         if matches!(err, RequestError::Signing) {
             warn!(%err, "identity request failed");
+        } else if matches!(err, RequestError::Host) {
+            // Worth seeing without debug logs: either an attack, or a setup
+            // that reaches the emulator under another name.
+            let host = req.headers().get(header::HOST);
+            let authority = req.uri().authority();
+            warn!(?host, ?authority, "request refused: host not allowed");
         } else {
             debug!(%err, "request refused");
         }
@@ -181,6 +194,9 @@ pub fn answer<B>(state: &State, req: &Request<B>) -> Response<Body> {
 }
 
 fn route<B>(state: &State, req: &Request<B>) -> Result<Response<Body>, RequestError> {
+    if !host::allowed(req) {
+        return Err(RequestError::Host);
+    }
     let path = req.uri().path();
     let query = req.uri().query();
     let get_only = || {

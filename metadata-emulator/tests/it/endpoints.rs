@@ -319,7 +319,7 @@ async fn hostile_input_gets_an_answer_not_a_crash() {
                 .await
                 .expect("connect");
             let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: x\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nMetadata-Flavor: Google\r\nConnection: close\r\n\r\n"
             );
             stream
                 .write_all(request.as_bytes())

@@ -6,5 +6,6 @@
 mod binary;
 mod end_to_end;
 mod endpoints;
+mod hosts;
 mod support;
 mod tokens;
