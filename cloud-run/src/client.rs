@@ -1,6 +1,6 @@
 //! Outbound HTTP: the one `reqwest::Client` a process builds, reading a
-//! response body without trusting its size, and the one test of whether a
-//! URL may carry secrets over plain http.
+//! response body without trusting its size (or printing it whole), and the
+//! one test of whether a URL may carry secrets over plain http.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -60,6 +60,17 @@ pub fn is_loopback_ip(ip: IpAddr) -> bool {
     }
 }
 
+/// The start of an upstream answer as one printable line, for logs.
+pub fn one_line(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
 /// Why a capped body read failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -96,6 +107,12 @@ mod tests {
         io::{AsyncReadExt, AsyncWriteExt},
         net::TcpListener,
     };
+
+    #[test]
+    fn one_line_is_bounded_and_printable() {
+        assert_eq!(one_line(b"  no\r\ntoken\n"), "no  token");
+        assert_eq!(one_line(&[b'a'; 1000]).len(), 300);
+    }
 
     #[test]
     fn loopback_hosts() {

@@ -8,7 +8,7 @@ use http::{HeaderValue, StatusCode};
 use reqwest::Url;
 
 use crate::{
-    client::{read_capped, BodyError},
+    client::{one_line, read_capped, BodyError},
     config::{ConfigError, Lookup},
 };
 
@@ -144,17 +144,6 @@ impl MetadataClient {
     }
 }
 
-/// The start of an upstream answer as one printable line, for logs.
-pub fn one_line(body: &[u8]) -> String {
-    String::from_utf8_lossy(body)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect::<String>()
-        .trim()
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,12 +197,6 @@ mod tests {
         })
         .await
         .expect("test took too long");
-    }
-
-    #[test]
-    fn one_line_is_bounded_and_printable() {
-        assert_eq!(one_line(b"  no\r\ntoken\n"), "no  token");
-        assert_eq!(one_line(&[b'a'; 1000]).len(), 300);
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl Relay {
             let location = answer
                 .headers()
                 .get(http::header::LOCATION)
-                .map(|v| cloud_run::metadata::one_line(v.as_bytes()))
+                .map(|v| cloud_run::client::one_line(v.as_bytes()))
                 .unwrap_or_default();
             return Err(RelayError::Redirect {
                 status: status.as_u16(),

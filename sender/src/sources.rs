@@ -469,10 +469,10 @@ fn refusal_reason(body: &[u8]) -> String {
         }) => format!("{error}: {description}"),
         Ok(Reason::OAuth { error, .. }) => error,
         Ok(Reason::Api { error }) => error.message,
-        Err(_) => return cloud_run::metadata::one_line(body),
+        Err(_) => return cloud_run::client::one_line(body),
     };
     // One line, bounded: it ends up in a log line.
-    cloud_run::metadata::one_line(given.as_bytes())
+    cloud_run::client::one_line(given.as_bytes())
 }
 
 #[cfg(test)]

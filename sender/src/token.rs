@@ -35,7 +35,7 @@ impl IdToken {
         struct Claims {
             exp: u64,
             #[serde(default)]
-            iat: Option<serde_json::Number>,
+            iat: Option<serde_json::Value>,
         }
         let mut parts = jwt.split('.');
         let (Some(_), Some(payload), Some(_), None) =
@@ -204,6 +204,8 @@ impl TokenError {
         match self {
             Self::Metadata(err) => match &**err {
                 MetadataError::Unreachable(_) => true,
+                // The connection reset mid-answer.
+                MetadataError::Body(cloud_run::client::BodyError::Read(_)) => true,
                 MetadataError::Status { status, .. } => status.is_server_error(),
                 _ => false,
             },
@@ -365,7 +367,9 @@ mod tests {
         assert_eq!(token.lifetime(fetched), Duration::from_secs(3600));
         let token = IdToken::from_jwt(&jwt(r#"{"exp":2000000100}"#)).expect("token");
         assert_eq!(token.lifetime(fetched), Duration::from_secs(100));
-        // An iat after exp is ignored, not trusted.
+        // An iat that is not a number, or after exp, is ignored.
+        let token = IdToken::from_jwt(&jwt(r#"{"exp":2000000100,"iat":"then"}"#)).expect("token");
+        assert_eq!(token.lifetime(fetched), Duration::from_secs(100));
         let token =
             IdToken::from_jwt(&jwt(r#"{"exp":2000000100,"iat":2000000200}"#)).expect("token");
         assert_eq!(token.lifetime(fetched), Duration::from_secs(100));
