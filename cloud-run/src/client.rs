@@ -1,20 +1,74 @@
-//! Outbound HTTP: the one `reqwest::Client` a process builds, and reading a
-//! response body without trusting its size.
+//! Outbound HTTP: the one `reqwest::Client` a process builds, reading a
+//! response body without trusting its size (or printing it whole), and the
+//! one test of whether a URL may carry secrets over plain http.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use bytes::{Bytes, BytesMut};
+use reqwest::Url;
 
 /// Builds the process's HTTP client. Proxies from the environment are
 /// ignored: the metadata server must be reached directly (Google's
 /// libraries do the same), and on Cloud Run there is no proxy to honour.
+///
+/// Redirects are never followed: every request this client makes carries a
+/// credential or asks for one (ID tokens to the receiver, assertions and
+/// access tokens to token endpoints, metadata and key fetches), and reqwest
+/// keeps custom headers such as `X-Serverless-Authorization` on a hop to
+/// another origin. A 3xx comes back to the caller as an answer.
 pub fn build(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .build()
+}
+
+/// Whether `url`'s host is this machine: `localhost` (or a name under
+/// `.localhost`), 127.0.0.0/8 or `::1` (IPv4-mapped loopback included).
+/// Plain http to such a host never leaves the machine (or the pod, for a
+/// sidecar), so secrets may travel over it in clear.
+pub fn is_loopback_host(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // The URL parser has already normalised IP literals (`127.1` is
+    // `127.0.0.1`); IPv6 ones keep their brackets.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return is_loopback_ip(ip);
+    }
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+/// Whether a request to `url` would cross the network in clear text:
+/// `http` to a host that is not loopback.
+pub fn is_cleartext_to_remote(url: &Url) -> bool {
+    url.scheme() == "http" && !is_loopback_host(url)
+}
+
+/// Whether `ip` is a loopback address, as [`is_loopback_host`] counts them.
+pub fn is_loopback_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// The start of an upstream answer as one printable line, for logs.
+pub fn one_line(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// Why a capped body read failed.
@@ -44,4 +98,103 @@ pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    #[test]
+    fn one_line_is_bounded_and_printable() {
+        assert_eq!(one_line(b"  no\r\ntoken\n"), "no  token");
+        assert_eq!(one_line(&[b'a'; 1000]).len(), 300);
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for url in [
+            "http://localhost/",
+            "http://LOCALHOST.:8080/",
+            "http://sidecar.localhost/",
+            "http://127.0.0.1:9/",
+            "http://127.10.20.30/",
+            "http://[::1]:8080/",
+            "http://[::ffff:127.0.0.1]/",
+        ] {
+            let url = Url::parse(url).expect(url);
+            assert!(is_loopback_host(&url), "{url}");
+            assert!(!is_cleartext_to_remote(&url), "{url}");
+        }
+        for url in [
+            "http://example.com/",
+            "http://localhost.example.com/",
+            "http://128.0.0.1/",
+            "http://10.0.0.1/",
+            "http://169.254.169.254/",
+            "http://[::2]/",
+            "http://0.0.0.0/",
+        ] {
+            let url = Url::parse(url).expect(url);
+            assert!(!is_loopback_host(&url), "{url}");
+            assert!(is_cleartext_to_remote(&url), "{url}");
+        }
+        let https = Url::parse("https://example.com/").expect("url");
+        assert!(!is_cleartext_to_remote(&https));
+        assert!(is_loopback_ip("127.0.0.2".parse().expect("ip")));
+        assert!(!is_loopback_ip("10.0.0.1".parse().expect("ip")));
+    }
+
+    /// A server answering every connection with `answer`; counts connections.
+    async fn raw_server(
+        answer: String,
+    ) -> (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (addr, count)
+    }
+
+    #[tokio::test]
+    async fn the_client_never_follows_a_redirect() {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let (elsewhere, reached) = raw_server(
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_owned(),
+            )
+            .await;
+            let (redirector, _) = raw_server(format!(
+                "HTTP/1.1 302 Found\r\nlocation: http://{elsewhere}/stolen\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            ))
+            .await;
+            let client = build(Duration::from_secs(2)).expect("client");
+            let response = client
+                .get(format!("http://{redirector}/"))
+                .header("x-serverless-authorization", "Bearer secret")
+                .send()
+                .await
+                .expect("response");
+            assert_eq!(response.status(), http::StatusCode::FOUND);
+            assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+        })
+        .await
+        .expect("test took too long");
+    }
 }

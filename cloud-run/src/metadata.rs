@@ -8,7 +8,7 @@ use http::{HeaderValue, StatusCode};
 use reqwest::Url;
 
 use crate::{
-    client::{read_capped, BodyError},
+    client::{one_line, read_capped, BodyError},
     config::{ConfigError, Lookup},
 };
 
@@ -44,9 +44,15 @@ pub enum MetadataError {
     /// It did not answer within the timeout.
     #[error("metadata server did not answer in time")]
     Timeout,
-    /// It answered with an error status.
-    #[error("metadata server answered {0}")]
-    Status(StatusCode),
+    /// It answered with a status other than success (a redirect included:
+    /// none is followed). `text` is the start of its answer, for logs only.
+    #[error("metadata server answered {status}: {text:?}")]
+    Status {
+        /// Its status code.
+        status: StatusCode,
+        /// The start of its body, one line.
+        text: String,
+    },
     /// Its answer broke off or was too large.
     #[error("metadata server's answer was unreadable")]
     Body(#[source] BodyError),
@@ -116,8 +122,15 @@ impl MetadataClient {
                     MetadataError::Unreachable(err)
                 }
             })?;
-        if !response.status().is_success() {
-            return Err(MetadataError::Status(response.status()));
+        let status = response.status();
+        if !status.is_success() {
+            // What it said is worth a log line; a broken body is not worth
+            // another error.
+            let text = read_capped(response, MAX_ANSWER_BYTES)
+                .await
+                .map(|body| one_line(&body))
+                .unwrap_or_default();
+            return Err(MetadataError::Status { status, text });
         }
         let body = read_capped(response, MAX_ANSWER_BYTES)
             .await
@@ -146,6 +159,44 @@ mod tests {
         assert!(host_from_env(&env("http://127.0.0.1:8999")).is_err());
         assert!(host_from_env(&env("host/path")).is_err());
         assert!(host_from_env(&env("host:notaport")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_an_error_not_followed() {
+        use tokio::{
+            io::{AsyncReadExt, AsyncWriteExt},
+            net::TcpListener,
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            let elsewhere = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let elsewhere_addr = elsewhere.local_addr().expect("addr");
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(async move {
+                while let Ok((mut conn, _)) = listener.accept().await {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let answer = format!(
+                        "HTTP/1.1 302 Found\r\nlocation: http://{elsewhere_addr}/token\r\ncontent-length: 5\r\nconnection: close\r\n\r\nmoved"
+                    );
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                }
+            });
+            let http = crate::client::build(Duration::from_secs(2)).expect("client");
+            let client =
+                MetadataClient::new(&addr.to_string(), http, Duration::from_secs(2)).expect("client");
+            let err = client.identity_token("aud").await.expect_err("a redirect is no token");
+            assert!(
+                matches!(&err, MetadataError::Status { status, text } if *status == StatusCode::FOUND && text == "moved"),
+                "{err:?}"
+            );
+            // Nothing ever connected to where the redirect pointed.
+            let accepted =
+                tokio::time::timeout(Duration::from_millis(50), elsewhere.accept()).await;
+            assert!(accepted.is_err(), "the redirect was followed");
+        })
+        .await
+        .expect("test took too long");
     }
 
     #[test]

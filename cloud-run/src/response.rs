@@ -28,7 +28,9 @@ pub trait HttpError: std::error::Error {
 
 /// The response for `err`: its status and its one-line message. The message
 /// is the error's own `Display`, never its sources, which may hold details
-/// (addresses, upstream text) that belong in logs only.
+/// (addresses, upstream text) that belong in logs only: an error that reaches
+/// here keeps whatever an upstream said out of its `Display` (the sender's
+/// `TokenError` is a fixed phrase per kind of failure) and in its sources.
 pub fn error(err: &dyn HttpError) -> Response<Body> {
     text(err.status(), format!("{err}\n"))
 }

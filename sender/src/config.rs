@@ -128,12 +128,25 @@ fn receiver_url(env: Lookup<'_>) -> Result<Url, ConfigError> {
     const VAR: &str = "RECEIVING_SERVICE_URL";
     let value = env(VAR)
         .ok_or_else(|| ConfigError::new(VAR, "not set; set it to the receiving service's URL"))?;
+    // A value with an `@` may hold a password: never echoed.
+    let shown = if value.contains('@') {
+        "(not shown: it has an @)".to_owned()
+    } else {
+        format!("{value:?}")
+    };
     let url = Url::parse(&value)
-        .map_err(|err| ConfigError::new(VAR, format!("not an absolute URL ({err}): {value:?}")))?;
+        .map_err(|err| ConfigError::new(VAR, format!("not an absolute URL ({err}): {shown}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // reqwest would send them as Basic credentials beside the token.
+        return Err(ConfigError::new(
+            VAR,
+            "must not hold a user name or password (user:password@); the sender authenticates with an ID token",
+        ));
+    }
     if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
         return Err(ConfigError::new(
             VAR,
-            format!("not an http or https URL: {value:?}"),
+            format!("not an http or https URL: {shown}"),
         ));
     }
     Ok(url)
@@ -157,6 +170,29 @@ mod tests {
             let err = Config::from_env(&env(&[("RECEIVING_SERVICE_URL", bad)])).expect_err(bad);
             assert_eq!(err.var, "RECEIVING_SERVICE_URL", "{bad}");
         }
+    }
+
+    #[test]
+    fn receiver_url_with_user_or_password_is_refused_without_echoing_it() {
+        for bad in [
+            "https://user:hunter2-secret@receiver.example.com/",
+            "https://user@receiver.example.com/",
+            "https://:hunter2-secret@receiver.example.com/",
+            "http://user:hunter2-secret@127.0.0.1:99999/",
+            "ftp://user:hunter2-secret@receiver.example.com/",
+        ] {
+            let err = Config::from_env(&env(&[("RECEIVING_SERVICE_URL", bad)])).expect_err(bad);
+            assert_eq!(err.var, "RECEIVING_SERVICE_URL", "{bad}");
+            let text = err.to_string();
+            assert!(!text.contains("hunter2-secret"), "{text}");
+            assert!(!text.contains("user:hunter2"), "{text}");
+        }
+        let err = Config::from_env(&env(&[(
+            "RECEIVING_SERVICE_URL",
+            "https://user:hunter2-secret@receiver.example.com/",
+        )]))
+        .expect_err("userinfo");
+        assert!(err.to_string().contains("user name or password"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod relay;
+pub mod renewal;
 pub mod sources;
 pub mod token;
 
@@ -41,6 +42,9 @@ pub enum StartError {
     /// The service account email does not fit in a URL.
     #[error("IMPERSONATE_SERVICE_ACCOUNT: not usable in a URL")]
     ImpersonateUrl,
+    /// The IAM credentials API would be called in clear text.
+    #[error("the IAM credentials API URL is plain http to {0}, which is not loopback: the caller's access token would travel in clear text; use https")]
+    IamCleartext(String),
 }
 
 /// A sender ready to serve: settings checked, HTTP client built.
@@ -72,6 +76,12 @@ impl Sender {
                 service_account,
                 caller_key,
             } => {
+                let iam = &config.iam_credentials_url;
+                if cloud_run::client::is_cleartext_to_remote(iam) {
+                    return Err(StartError::IamCleartext(
+                        iam.host_str().unwrap_or_default().to_owned(),
+                    ));
+                }
                 let caller: Arc<dyn gcp_auth::TokenProvider> = match caller_key {
                     Some(path) => Arc::new(
                         gcp_auth::CustomServiceAccount::from_file(path)
@@ -136,6 +146,16 @@ impl Sender {
             shutdown_grace = ?config.server.shutdown_grace,
             "sender starting"
         );
+        if cloud_run::client::is_cleartext_to_remote(&config.receiver_url)
+            && !matches!(config.token_source, TokenSource::None)
+        {
+            // Allowed, for a proxy or sidecar on the pod's network; but the
+            // token is a bearer credential for its whole lifetime.
+            warn!(
+                receiver = %config.receiver_url,
+                "RECEIVING_SERVICE_URL is plain http to a host that is not loopback: the ID token travels in clear text"
+            );
+        }
         if let (TokenSource::Metadata, Some(metadata)) = (&config.token_source, relay.metadata()) {
             // Only the metadata server knows as whom its tokens are minted.
             let metadata = metadata.clone();

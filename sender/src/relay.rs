@@ -36,9 +36,20 @@ const FORWARDED: [HeaderName; 3] = [
 /// Why a relay failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    /// No ID token: the sender's own dependency is down.
-    #[error("could not get an ID token: {0}")]
+    /// No ID token: the sender's own dependency is down. Its message is a
+    /// fixed phrase; what the upstream said is only in its sources.
+    #[error(transparent)]
     Token(TokenError),
+    /// The receiver (or something in front of it) answered with a redirect.
+    /// It is not followed: the token would go wherever it points.
+    #[error("receiving service answered with a redirect ({status}), not followed")]
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+        /// Where it pointed, for the log.
+        #[source]
+        location: RedirectTarget,
+    },
     /// No connection to the receiver, or it broke before an answer.
     #[error("receiving service unreachable")]
     Unreachable(#[source] reqwest::Error),
@@ -58,10 +69,17 @@ impl HttpError for RelayError {
         match self {
             Self::Token(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Unreachable(_) | Self::TooLarge(_) | Self::Broken(_) => StatusCode::BAD_GATEWAY,
+            Self::Unreachable(_) | Self::Redirect { .. } | Self::TooLarge(_) | Self::Broken(_) => {
+                StatusCode::BAD_GATEWAY
+            }
         }
     }
 }
+
+/// Where a refused redirect pointed: logged, never passed on.
+#[derive(Debug, thiserror::Error)]
+#[error("it pointed to {0:?}")]
+pub struct RedirectTarget(String);
 
 /// The relay: one per process, shared by every request.
 #[derive(Debug)]
@@ -133,6 +151,17 @@ impl Relay {
         }
         let answer = request.send().await.map_err(|err| self.send_error(err))?;
         let status = answer.status();
+        if status.is_redirection() {
+            let location = answer
+                .headers()
+                .get(http::header::LOCATION)
+                .map(|v| cloud_run::client::one_line(v.as_bytes()))
+                .unwrap_or_default();
+            return Err(RelayError::Redirect {
+                status: status.as_u16(),
+                location: RedirectTarget(location),
+            });
+        }
         let body = read_capped(answer, self.max_body)
             .await
             .map_err(|err| match err {

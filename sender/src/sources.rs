@@ -18,7 +18,7 @@ use cloud_run::{
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::token::{IdToken, TokenError};
+use crate::token::{IdToken, TokenError, Upstream, IAM_API};
 
 /// Where the sender gets the ID tokens it presents, as settled at start-up.
 #[derive(Debug, Clone)]
@@ -109,7 +109,16 @@ impl TokenSource {
         // A key file as the caller's credentials is used directly; anything
         // else is left to gcp_auth's own search.
         let caller_key = match credentials_file(env)? {
-            Some((path, Credentials::ServiceAccount(_))) => Some(path),
+            Some((path, Credentials::ServiceAccount(key))) => {
+                // gcp_auth exchanges it at its token_uri: the same rule holds.
+                key.token_uri().map_err(|what| {
+                    ConfigError::new(
+                        "GOOGLE_APPLICATION_CREDENTIALS",
+                        format!("{}: {what}", path.display()),
+                    )
+                })?;
+                Some(path)
+            }
             _ => None,
         };
         Ok(Self::Impersonate {
@@ -157,6 +166,30 @@ struct KeyFile {
     private_key: String,
     #[serde(default)]
     token_uri: String,
+}
+
+impl KeyFile {
+    /// Where the key is exchanged; refused when the signed assertion (or,
+    /// for an impersonation caller, the access token) would cross the
+    /// network in clear text.
+    fn token_uri(&self) -> Result<Url, String> {
+        let token_uri = if self.token_uri.is_empty() {
+            "https://oauth2.googleapis.com/token"
+        } else {
+            &self.token_uri
+        };
+        let url = Url::parse(token_uri)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or("token_uri is not an http(s) URL")?;
+        if cloud_run::client::is_cleartext_to_remote(&url) {
+            return Err(format!(
+                "token_uri is plain http to {}, which is not loopback: the signed assertion would travel in clear text; use https",
+                url.host_str().unwrap_or_default()
+            ));
+        }
+        Ok(url)
+    }
 }
 
 /// The credentials file Google's libraries would use: the one
@@ -223,17 +256,9 @@ impl ServiceAccountKey {
         if file.client_email.is_empty() || file.private_key_id.is_empty() {
             return Err(problem("client_email or private_key_id missing"));
         }
+        let token_uri = file.token_uri().map_err(|what| problem(&what))?;
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(file.private_key.as_bytes())
             .map_err(|_| problem("private_key is not an RSA private key in PEM"))?;
-        let token_uri = if file.token_uri.is_empty() {
-            "https://oauth2.googleapis.com/token"
-        } else {
-            &file.token_uri
-        };
-        let token_uri = Url::parse(token_uri)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| problem("token_uri is not an http(s) URL"))?;
         Ok(Self {
             client_email: file.client_email,
             private_key_id: file.private_key_id,
@@ -279,8 +304,7 @@ impl ServiceAccountKey {
 /// The Service Account Credentials API Google serves.
 pub const IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com/";
 
-const TOKEN_ENDPOINT: &str = "token endpoint";
-const IAM_ENDPOINT: &str = "IAM credentials API";
+const TOKEN_ENDPOINT: &str = "the token endpoint";
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// Token answers are small; anything bigger is not what we asked for.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -375,7 +399,7 @@ impl Fetcher {
                     .timeout(*timeout)
                     .bearer_auth(access.as_str())
                     .json(&serde_json::json!({ "audience": audience, "includeEmail": true }));
-                let answer: Answer = exchange(request, IAM_ENDPOINT).await?;
+                let answer: Answer = exchange(request, IAM_API).await?;
                 answer.token
             }
         };
@@ -384,7 +408,7 @@ impl Fetcher {
 }
 
 /// Sends a token request and reads its JSON answer; an error answer becomes
-/// a `Refused` carrying the endpoint's own reason.
+/// a `Refused` carrying the endpoint's own reason (for the log).
 async fn exchange<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
     endpoint: &'static str,
@@ -410,8 +434,10 @@ async fn exchange<T: serde::de::DeserializeOwned>(
     if !status.is_success() {
         return Err(TokenError::Refused {
             endpoint,
-            status: status.as_u16(),
-            reason: refusal_reason(endpoint, status.as_u16(), &body),
+            upstream: Upstream {
+                status: status.as_u16(),
+                reason: refusal_reason(&body),
+            },
         });
     }
     serde_json::from_slice(&body)
@@ -419,8 +445,8 @@ async fn exchange<T: serde::de::DeserializeOwned>(
 }
 
 /// The reason an endpoint gave: OAuth's `error`/`error_description`, or
-/// Google API's `error.message`; for the IAM API's 403, the missing role.
-fn refusal_reason(endpoint: &str, status: u16, body: &[u8]) -> String {
+/// Google API's `error.message`, else the start of its body; one line.
+fn refusal_reason(body: &[u8]) -> String {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Reason {
@@ -443,20 +469,10 @@ fn refusal_reason(endpoint: &str, status: u16, body: &[u8]) -> String {
         }) => format!("{error}: {description}"),
         Ok(Reason::OAuth { error, .. }) => error,
         Ok(Reason::Api { error }) => error.message,
-        Err(_) => "no reason given".to_owned(),
+        Err(_) => return cloud_run::client::one_line(body),
     };
-    // One line, bounded: it ends up in a response body.
-    let mut given: String = given
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect();
-    if endpoint == IAM_ENDPOINT && status == 403 {
-        given = format!(
-            "the caller needs roles/iam.serviceAccountOpenIdTokenCreator on the impersonated service account ({given})"
-        );
-    }
-    given
+    // One line, bounded: it ends up in a log line.
+    cloud_run::client::one_line(given.as_bytes())
 }
 
 #[cfg(test)]
@@ -596,23 +612,86 @@ mod tests {
     fn refusal_reasons() {
         let oauth = br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#;
         assert_eq!(
-            refusal_reason(TOKEN_ENDPOINT, 400, oauth),
+            refusal_reason(oauth),
             "invalid_grant: Invalid JWT Signature."
         );
         let api = br#"{"error":{"code":403,"message":"Permission denied"}}"#;
-        assert_eq!(
-            refusal_reason(IAM_ENDPOINT, 403, api),
-            "the caller needs roles/iam.serviceAccountOpenIdTokenCreator on the impersonated service account (Permission denied)"
-        );
-        assert_eq!(
-            refusal_reason(TOKEN_ENDPOINT, 500, b"<html>"),
-            "no reason given"
-        );
+        assert_eq!(refusal_reason(api), "Permission denied");
+        assert_eq!(refusal_reason(b"<html>"), "<html>");
         let long = format!(
             r#"{{"error":"x","error_description":"{}\n"}}"#,
             "a".repeat(1000)
         );
-        let reason = refusal_reason(TOKEN_ENDPOINT, 400, long.as_bytes());
+        let reason = refusal_reason(long.as_bytes());
         assert!(reason.len() <= 300 && !reason.contains('\n'));
+    }
+
+    #[test]
+    fn the_fixed_phrases_never_carry_the_upstream_text() {
+        let refused = |endpoint, status| TokenError::Refused {
+            endpoint,
+            upstream: Upstream {
+                status,
+                reason: "upstream-secret-text".to_owned(),
+            },
+        };
+        let err = refused(TOKEN_ENDPOINT, 400);
+        assert_eq!(
+            err.to_string(),
+            "could not get an ID token: the token endpoint refused"
+        );
+        let chain = cloud_run::response::Chain(&err).to_string();
+        assert!(
+            chain.contains("answered 400: upstream-secret-text"),
+            "{chain}"
+        );
+        assert_eq!(
+            refused(IAM_API, 403).to_string(),
+            "could not get an ID token: the IAM API refused: grant roles/iam.serviceAccountOpenIdTokenCreator on the impersonated service account to the caller"
+        );
+        assert_eq!(
+            refused(IAM_API, 400).to_string(),
+            "could not get an ID token: the IAM API refused"
+        );
+        assert!(refused(IAM_API, 503).is_transient());
+        assert!(!refused(IAM_API, 403).is_transient());
+    }
+
+    #[test]
+    fn a_token_uri_in_clear_text_to_another_host_is_refused() {
+        let dir = scratch("cleartext-token-uri");
+        let key = |uri: &str| {
+            format!(
+                r#"{{"type":"service_account","client_email":"a@b","private_key_id":"k","private_key":"not a key","token_uri":"{uri}"}}"#
+            )
+        };
+        let path = write(&dir, "remote.json", &key("http://token.example.com/token"));
+        let err = TokenSource::from_env(&env(&[("GOOGLE_APPLICATION_CREDENTIALS", &path)]))
+            .expect_err("plain http to another host");
+        assert_eq!(err.var, "GOOGLE_APPLICATION_CREDENTIALS");
+        let text = err.to_string();
+        assert!(text.contains("token_uri"), "{text}");
+        assert!(text.contains("clear text"), "{text}");
+        // The same file as the caller's credentials for impersonation.
+        let err = TokenSource::from_env(&env(&[
+            ("GOOGLE_APPLICATION_CREDENTIALS", &path),
+            (
+                "IMPERSONATE_SERVICE_ACCOUNT",
+                "sa@p.iam.gserviceaccount.com",
+            ),
+        ]))
+        .expect_err("plain http to another host, for the caller");
+        assert!(err.to_string().contains("clear text"), "{err}");
+        // Loopback is this machine: allowed (the key itself is then what fails).
+        for uri in [
+            "http://127.0.0.1:9/token",
+            "http://localhost:9/token",
+            "http://[::1]:9/token",
+        ] {
+            let path = write(&dir, "local.json", &key(uri));
+            let err = TokenSource::from_env(&env(&[("GOOGLE_APPLICATION_CREDENTIALS", &path)]))
+                .expect_err("not an RSA key");
+            assert!(err.to_string().contains("private_key"), "{uri}: {err}");
+        }
     }
 }

@@ -4,13 +4,17 @@
 use std::{
     fmt,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use base64::Engine as _;
 use cloud_run::metadata::MetadataError;
 
-use crate::sources::Fetcher;
+pub use crate::renewal::RefreshPolicy;
+use crate::{
+    renewal::{retrying, Renewal},
+    sources::Fetcher,
+};
 use http::HeaderValue;
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -20,6 +24,7 @@ use tracing::{debug, warn};
 pub struct IdToken {
     bearer: HeaderValue,
     expires_at: SystemTime,
+    issued_at: Option<SystemTime>,
 }
 
 impl IdToken {
@@ -29,6 +34,8 @@ impl IdToken {
         #[derive(serde::Deserialize)]
         struct Claims {
             exp: u64,
+            #[serde(default)]
+            iat: Option<serde_json::Value>,
         }
         let mut parts = jwt.split('.');
         let (Some(_), Some(payload), Some(_), None) =
@@ -44,10 +51,21 @@ impl IdToken {
         let expires_at = UNIX_EPOCH
             .checked_add(Duration::from_secs(claims.exp))
             .ok_or(TokenError::Malformed("exp out of range"))?;
+        // Only a hint for when to renew: a missing or odd `iat` is no reason
+        // to refuse the token.
+        let issued_at = claims
+            .iat
+            .and_then(|iat| iat.as_u64())
+            .and_then(|iat| UNIX_EPOCH.checked_add(Duration::from_secs(iat)))
+            .filter(|iat| *iat <= expires_at);
         let mut bearer = HeaderValue::try_from(format!("Bearer {jwt}"))
             .map_err(|_| TokenError::Malformed("not a header value"))?;
         bearer.set_sensitive(true);
-        Ok(Self { bearer, expires_at })
+        Ok(Self {
+            bearer,
+            expires_at,
+            issued_at,
+        })
     }
 
     /// The `Authorization` header value, marked sensitive so that HTTP/2
@@ -63,6 +81,24 @@ impl IdToken {
 
     fn remaining(&self, now: SystemTime) -> Duration {
         self.expires_at.duration_since(now).unwrap_or_default()
+    }
+
+    /// How long the token lives: `exp - iat`, or, without a usable `iat`,
+    /// what is left of it at `fetched_at`.
+    pub(crate) fn lifetime(&self, fetched_at: SystemTime) -> Duration {
+        match self.issued_at {
+            Some(iat) => self.expires_at.duration_since(iat).unwrap_or_default(),
+            None => self.remaining(fetched_at),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_test(issued_at: SystemTime, expires_at: SystemTime) -> Self {
+        Self {
+            bearer: HeaderValue::from_static("Bearer test"),
+            expires_at,
+            issued_at: Some(issued_at),
+        }
     }
 }
 
@@ -83,13 +119,17 @@ impl fmt::Display for IdToken {
 
 /// Why no token could be had. Cloned to every request that waited for the
 /// same fetch.
+///
+/// The `Display` of each is a fixed phrase: it is what an anonymous caller
+/// of the sender reads in a 503 body. What the upstream said (its status,
+/// its own text, a connection error) is in the `source` chain, for the log.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     /// The metadata server failed.
-    #[error(transparent)]
-    Metadata(Arc<MetadataError>),
+    #[error("could not get an ID token: {}", metadata_phrase(.0))]
+    Metadata(#[source] Arc<MetadataError>),
     /// A token endpoint could not be reached.
-    #[error("{endpoint} unreachable")]
+    #[error("could not get an ID token: {endpoint} is unreachable")]
     Unreachable {
         /// Which endpoint.
         endpoint: &'static str,
@@ -98,51 +138,80 @@ pub enum TokenError {
         source: Arc<reqwest::Error>,
     },
     /// A token endpoint did not answer in time.
-    #[error("{endpoint} did not answer in time")]
+    #[error("could not get an ID token: {endpoint} did not answer in time")]
     Timeout {
         /// Which endpoint.
         endpoint: &'static str,
     },
-    /// A token endpoint refused, with its reason.
-    #[error("{endpoint} refused ({status}): {reason}")]
+    /// A token endpoint refused.
+    #[error("could not get an ID token: {endpoint} refused{}", refusal_hint(.endpoint, .upstream))]
     Refused {
         /// Which endpoint.
         endpoint: &'static str,
-        /// Its status code.
-        status: u16,
-        /// Its reason, one line.
-        reason: String,
+        /// What it answered.
+        #[source]
+        upstream: Upstream,
     },
     /// No access token of the caller's own, to impersonate with.
-    #[error("no access token of the caller's own to impersonate with")]
+    #[error("could not get an ID token: no access token of the caller's own to impersonate with")]
     Caller(#[source] Arc<gcp_auth::Error>),
     /// The assertion could not be signed.
-    #[error("cannot sign the token request")]
+    #[error("could not get an ID token: cannot sign the token request")]
     Sign,
     /// The token source answered with something that is not a usable JWT.
-    #[error("token source sent a malformed ID token: {0}")]
+    #[error("could not get an ID token: the token source sent a malformed ID token ({0})")]
     Malformed(&'static str),
     /// The fetch was abandoned (the runtime is shutting down).
-    #[error("token fetch abandoned")]
+    #[error("could not get an ID token: the fetch was abandoned")]
     Abandoned,
 }
 
-/// When a cached token is renewed.
-#[derive(Debug, Clone, Copy)]
-pub struct RefreshPolicy {
-    /// Renew in the background once the token has less than this left,
-    /// while requests keep using it (Google's libraries use 225-240 s).
-    pub early: Duration,
-    /// Below this, the token is not used at all: requests wait for a new
-    /// one, so that a token never expires on its way to the receiver.
-    pub min_remaining: Duration,
+/// What a token endpoint answered when it refused: for logs, never bodies.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("answered {status}: {reason}")]
+pub struct Upstream {
+    /// Its status code.
+    pub status: u16,
+    /// Its reason, one line.
+    pub reason: String,
 }
 
-impl Default for RefreshPolicy {
-    fn default() -> Self {
-        Self {
-            early: Duration::from_secs(240),
-            min_remaining: Duration::from_secs(10),
+/// The IAM credentials API, as [`TokenError`] phrases name it.
+pub const IAM_API: &str = "the IAM API";
+
+fn metadata_phrase(err: &MetadataError) -> &'static str {
+    match err {
+        MetadataError::Unreachable(_) => "the metadata server is unreachable",
+        MetadataError::Timeout => "the metadata server did not answer in time",
+        MetadataError::Status { .. } => "the metadata server refused",
+        MetadataError::Body(_) => "the metadata server's answer broke off",
+        MetadataError::NotText => "the metadata server sent a malformed ID token",
+    }
+}
+
+fn refusal_hint(endpoint: &str, upstream: &Upstream) -> &'static str {
+    if endpoint == IAM_API && upstream.status == 403 {
+        ": grant roles/iam.serviceAccountOpenIdTokenCreator on the impersonated service account to the caller"
+    } else {
+        ""
+    }
+}
+
+impl TokenError {
+    /// Whether trying again soon may well succeed: no connection, a reset,
+    /// a 5xx. Not a timeout: its wait was already spent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Metadata(err) => match &**err {
+                MetadataError::Unreachable(_) => true,
+                // The connection reset mid-answer.
+                MetadataError::Body(cloud_run::client::BodyError::Read(_)) => true,
+                MetadataError::Status { status, .. } => status.is_server_error(),
+                _ => false,
+            },
+            Self::Unreachable { .. } => true,
+            Self::Refused { upstream, .. } => upstream.status >= 500,
+            _ => false,
         }
     }
 }
@@ -158,6 +227,8 @@ struct State {
     /// The fetch in flight, if any; every caller that needs a token waits on
     /// this one instead of starting its own.
     inflight: Option<watch::Receiver<Outcome>>,
+    /// When the held token is due for renewal; the pause after failures.
+    renewal: Renewal,
 }
 
 /// Tokens for one audience: at most one fetch in flight, the result shared
@@ -198,13 +269,13 @@ impl TokenCache {
                 let remaining = token.remaining(now);
                 if remaining > self.policy.min_remaining {
                     let token = token.clone();
-                    if remaining <= self.policy.early {
-                        self.ensure_fetch(&mut state);
+                    if state.renewal.due(now, Instant::now(), &self.policy) {
+                        self.ensure_fetch(&mut state, false);
                     }
                     return Ok(token);
                 }
             }
-            self.ensure_fetch(&mut state)
+            self.ensure_fetch(&mut state, true)
         };
         let outcome = match waiting.wait_for(Option::is_some).await {
             Ok(outcome) => outcome.clone(),
@@ -213,8 +284,14 @@ impl TokenCache {
         outcome.unwrap_or(Err(TokenError::Abandoned))
     }
 
-    /// The in-flight fetch, started if there is none.
-    fn ensure_fetch(self: &Arc<Self>, state: &mut State) -> watch::Receiver<Outcome> {
+    /// The in-flight fetch, started if there is none. A fetch requests wait
+    /// on retries transient failures; a background renewal does not (the
+    /// renewal policy paces those).
+    fn ensure_fetch(
+        self: &Arc<Self>,
+        state: &mut State,
+        waited_on: bool,
+    ) -> watch::Receiver<Outcome> {
         if let Some(inflight) = &state.inflight {
             // A fetch whose task died would leave waiters hanging forever.
             if inflight.has_changed().is_ok() {
@@ -223,25 +300,36 @@ impl TokenCache {
         }
         let (tx, rx) = watch::channel(None);
         state.inflight = Some(rx.clone());
+        state.renewal.started(Instant::now());
         let cache = Arc::clone(self);
         tokio::spawn(async move {
+            let fetch = async {
+                if waited_on {
+                    retrying(&cache.policy, || cache.fetcher.fetch(&cache.audience)).await
+                } else {
+                    cache.fetcher.fetch(&cache.audience).await
+                }
+            };
             // Each source bounds its own calls; this bounds the whole, so a
             // stuck fetch cannot hold every waiting request for ever.
-            let outcome =
-                tokio::time::timeout(FETCH_DEADLINE, cache.fetcher.fetch(&cache.audience))
-                    .await
-                    .unwrap_or(Err(TokenError::Timeout {
-                        endpoint: "the token source",
-                    }));
+            let outcome = tokio::time::timeout(FETCH_DEADLINE, fetch)
+                .await
+                .unwrap_or(Err(TokenError::Timeout {
+                    endpoint: "the token source",
+                }));
             {
                 let mut state = cache.state.lock().unwrap_or_else(PoisonError::into_inner);
                 state.inflight = None;
                 match &outcome {
                     Ok(token) => {
                         debug!(audience = %cache.audience, expires_at = ?token.expires_at(), "new ID token");
+                        state
+                            .renewal
+                            .succeeded(token, SystemTime::now(), &cache.policy);
                         state.token = Some(token.clone());
                     }
                     Err(err) => {
+                        state.renewal.failed();
                         warn!(audience = %cache.audience, error = %cloud_run::response::Chain(err), "ID token fetch failed");
                     }
                 }
@@ -269,6 +357,22 @@ mod tests {
             UNIX_EPOCH + Duration::from_secs(2_000_000_000)
         );
         assert!(token.bearer().is_sensitive());
+    }
+
+    #[test]
+    fn lifetime_is_exp_minus_iat_or_what_is_left() {
+        let fetched = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let token =
+            IdToken::from_jwt(&jwt(r#"{"exp":2000000100,"iat":1999996500}"#)).expect("token");
+        assert_eq!(token.lifetime(fetched), Duration::from_secs(3600));
+        let token = IdToken::from_jwt(&jwt(r#"{"exp":2000000100}"#)).expect("token");
+        assert_eq!(token.lifetime(fetched), Duration::from_secs(100));
+        // An iat that is not a number, or after exp, is ignored.
+        let token = IdToken::from_jwt(&jwt(r#"{"exp":2000000100,"iat":"then"}"#)).expect("token");
+        assert_eq!(token.lifetime(fetched), Duration::from_secs(100));
+        let token =
+            IdToken::from_jwt(&jwt(r#"{"exp":2000000100,"iat":2000000200}"#)).expect("token");
+        assert_eq!(token.lifetime(fetched), Duration::from_secs(100));
     }
 
     #[test]

@@ -122,3 +122,116 @@ async fn user_credentials_without_impersonation_stop_the_start() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_receiver_url_with_a_password_is_refused_without_echoing_it() {
+    bounded(async {
+        let url = "https://user:hunter2-secret@receiver.example.com/";
+        let (_, message) = cloud_run::testing::refused(
+            sender()
+                .env("RECEIVING_SERVICE_URL", url)
+                .env("ID_TOKEN_SOURCE", "none"),
+        )
+        .await;
+        assert!(
+            message.starts_with("RECEIVING_SERVICE_URL: must not hold a user name or password"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2-secret"), "{message}");
+        let output = sender()
+            .env("LOG_FORMAT", "text")
+            .env("RECEIVING_SERVICE_URL", url)
+            .env("ID_TOKEN_SOURCE", "none")
+            .output()
+            .await
+            .expect("run");
+        assert!(!output.status.success());
+        for stream in [&output.stdout, &output.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            assert!(!text.contains("hunter2-secret"), "{text}");
+        }
+    })
+    .await;
+}
+
+/// Every log line of a sender started with `receiver_url`, up to SIGTERM.
+async fn start_up_lines(receiver_url: &str) -> Vec<serde_json::Value> {
+    let mut child = sender()
+        .env("RECEIVING_SERVICE_URL", receiver_url)
+        .env("GCE_METADATA_HOST", "127.0.0.1:9")
+        .spawn()
+        .expect("spawn");
+    let (_, rest) = listening(&mut child).await;
+    cloud_run::testing::exits_zero_on_sigterm(&mut child).await;
+    rest.await
+        .expect("join")
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("json"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_plain_http_receiver_elsewhere_is_warned_about_at_start() {
+    bounded(async {
+        let cleartext = |lines: &[serde_json::Value]| {
+            lines.iter().any(|l| {
+                l["severity"] == "WARNING"
+                    && l["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("the ID token travels in clear text"))
+            })
+        };
+        let lines = start_up_lines("http://receiver.example.com/").await;
+        assert!(cleartext(&lines), "{lines:?}");
+        for quiet in ["http://127.0.0.1:9/", "https://receiver.example.com/"] {
+            let lines = start_up_lines(quiet).await;
+            assert!(!cleartext(&lines), "{quiet}: {lines:?}");
+        }
+    })
+    .await;
+}
+
+/// The metadata server's own words go to the log, in the request's trace;
+/// the anonymous caller gets a fixed phrase.
+#[tokio::test]
+async fn an_upstream_refusal_is_logged_with_the_trace_and_not_answered() {
+    bounded(async {
+        const WORDS: &str = "distinctive-upstream-words-5b1e";
+        let metadata = FakeMetadata::new(vec![crate::support::MetadataMode::Refuse(
+            StatusCode::FORBIDDEN,
+            WORDS,
+        )]);
+        let metadata_server = metadata.start().await;
+        let mut child = sender()
+            .env("RECEIVING_SERVICE_URL", "http://127.0.0.1:9/")
+            .env("GCE_METADATA_HOST", metadata_server.addr().to_string())
+            .env("GOOGLE_CLOUD_PROJECT", "test-project")
+            .spawn()
+            .expect("spawn");
+        let (addr, rest) = listening(&mut child).await;
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let response = client()
+            .get(root(addr))
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = response.text().await.expect("body");
+        assert_eq!(
+            body,
+            "could not get an ID token: the metadata server refused\n"
+        );
+        cloud_run::testing::exits_zero_on_sigterm(&mut child).await;
+        let lines = rest.await.expect("join");
+        let logged = lines.iter().find(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).expect("json");
+            entry["severity"] == "WARNING"
+                && entry["logging.googleapis.com/trace"]
+                    == format!("projects/test-project/traces/{trace}")
+                && line.contains(WORDS)
+        });
+        assert!(logged.is_some(), "{lines:#?}");
+    })
+    .await;
+}

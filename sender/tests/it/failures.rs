@@ -41,7 +41,7 @@ async fn metadata_server_down_is_503() {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             body,
-            "could not get an ID token: metadata server unreachable\n"
+            "could not get an ID token: the metadata server is unreachable\n"
         );
         assert!(receiver.requests.lock().expect("lock").is_empty());
     })
@@ -62,7 +62,7 @@ async fn metadata_server_refusing_is_503() {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             body,
-            "could not get an ID token: metadata server answered 403 Forbidden\n"
+            "could not get an ID token: the metadata server refused\n"
         );
     })
     .await;

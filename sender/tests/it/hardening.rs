@@ -97,7 +97,11 @@ async fn metadata_server_down_is_503_fast_and_recovers_without_restart() {
             .expect("bind")
             .local_addr()
             .expect("addr");
-        let sender = start_sender(sender_config(receiver_server.addr(), Some(port))).await;
+        let mut config = sender_config(receiver_server.addr(), Some(port));
+        // Each request may retry a refused connection within its budget;
+        // kept short so that 50 of them stay quick.
+        config.refresh.retry_budget = Duration::from_millis(200);
+        let sender = start_sender(config).await;
         let started = Instant::now();
         let statuses = load(root(sender.addr()), 50, 10).await;
         assert!(statuses
@@ -127,12 +131,20 @@ async fn metadata_server_down_is_503_fast_and_recovers_without_restart() {
 async fn a_token_expiring_under_load_is_renewed_once_and_no_request_fails() {
     bounded(async {
         // The first token is already inside the renewal window.
-        let metadata = FakeMetadata::new(vec![MetadataMode::Mint(Duration::from_secs(30)), hour()]);
+        let metadata = FakeMetadata::new(vec![
+            MetadataMode::Cached {
+                life: Duration::from_secs(3600),
+                left: Duration::from_secs(30),
+            },
+            hour(),
+        ]);
         *metadata.latency.lock().expect("lock") = Duration::from_millis(100);
         let chain = Chain::start_with(metadata, FakeReceiver::hello(), |config| {
             config.refresh = RefreshPolicy {
-                early: Duration::from_secs(60),
                 min_remaining: Duration::from_secs(5),
+                // The first renewal attempt comes this long after the fetch.
+                min_interval: Duration::from_millis(100),
+                ..RefreshPolicy::default()
             };
         })
         .await;
@@ -156,6 +168,7 @@ async fn never_more_than_one_metadata_call_at_a_time() {
             config.refresh = RefreshPolicy {
                 early: Duration::from_secs(60),
                 min_remaining: Duration::from_secs(10),
+                ..RefreshPolicy::default()
             };
         })
         .await;

@@ -236,3 +236,47 @@ async fn the_token_header_is_chosen_by_config() {
     })
     .await;
 }
+
+/// A 302 from the receiver would carry `X-Serverless-Authorization` to
+/// whatever `Location` names (reqwest drops only `Authorization` on a hop to
+/// another origin). It is answered 502, never followed, never passed on.
+#[tokio::test]
+async fn a_redirect_from_the_receiver_is_502_and_never_followed() {
+    bounded(async {
+        for header in [
+            sender::TokenHeader::Serverless,
+            sender::TokenHeader::Both,
+            sender::TokenHeader::Authorization,
+        ] {
+            let elsewhere = FakeReceiver::hello();
+            let elsewhere_server = elsewhere.start().await;
+            let location = format!("http://{}/stolen", elsewhere_server.addr());
+            let chain = Chain::start_with(
+                FakeMetadata::new(vec![hour()]),
+                FakeReceiver::new(ReceiverMode::Redirect(StatusCode::FOUND, location.clone())),
+                |config| config.token_header = header,
+            )
+            .await;
+            let response = client()
+                .get(root(chain.sender.addr()))
+                .send()
+                .await
+                .expect("response");
+            assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "{header:?}");
+            assert!(response.headers().get(header::LOCATION).is_none());
+            let body = response.text().await.expect("body");
+            assert_eq!(
+                body,
+                "receiving service answered with a redirect (302), not followed\n"
+            );
+            assert!(!body.contains(&location));
+            assert_eq!(chain.receiver.request_count(), 1);
+            assert_eq!(
+                elsewhere.request_count(),
+                0,
+                "{header:?}: the token went elsewhere"
+            );
+        }
+    })
+    .await;
+}

@@ -280,12 +280,13 @@ async fn concurrent_requests_make_one_key_exchange() {
 }
 
 #[tokio::test]
-async fn a_token_endpoint_error_is_503_with_its_reason_and_no_secrets() {
+async fn a_token_endpoint_error_is_503_with_a_fixed_phrase_and_no_secrets() {
     bounded(async {
         let google = FakeGoogle::new(|_| {
             (
                 StatusCode::BAD_REQUEST,
-                r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#.to_owned(),
+                r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#
+                    .to_owned(),
             )
         });
         let google_server = google.start().await;
@@ -293,14 +294,22 @@ async fn a_token_endpoint_error_is_503_with_its_reason_and_no_secrets() {
         let receiver = FakeReceiver::hello();
         let receiver_server = receiver.start().await;
         let sender = sender_with(key_source(&key), &receiver_server, |_| {}).await;
-        let response = client().get(root(sender.addr())).send().await.expect("response");
+        let response = client()
+            .get(root(sender.addr()))
+            .send()
+            .await
+            .expect("response");
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = response.text().await.expect("body");
         assert_eq!(
             body,
-            "could not get an ID token: token endpoint refused (400): invalid_grant: Invalid JWT Signature.\n"
+            "could not get an ID token: the token endpoint refused\n"
         );
-        let assertion = form(&google.seen()[0], "assertion").expect("assertion").to_owned();
+        // The endpoint's own words are for the log, not for anonymous callers.
+        assert!(!body.contains("Invalid JWT Signature"), "{body}");
+        let assertion = form(&google.seen()[0], "assertion")
+            .expect("assertion")
+            .to_owned();
         let signature = assertion.rsplit('.').next().expect("signature");
         assert!(!body.contains(signature));
         assert!(!body.contains("PRIVATE KEY"));
@@ -418,7 +427,11 @@ async fn impersonation_refused_names_the_missing_role() {
         let response = client().get(root(sender.addr())).send().await.expect("response");
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = response.text().await.expect("body");
-        assert!(body.starts_with("could not get an ID token: IAM credentials API refused (403): the caller needs roles/iam.serviceAccountOpenIdTokenCreator"), "{body}");
+        assert_eq!(
+            body,
+            "could not get an ID token: the IAM API refused: grant roles/iam.serviceAccountOpenIdTokenCreator on the impersonated service account to the caller\n"
+        );
+        assert!(!body.contains("getOpenIdToken"), "{body}");
         assert!(!body.contains("caller-access-token"), "{body}");
         assert_eq!(body.trim_end().lines().count(), 1);
     })
@@ -462,6 +475,53 @@ async fn impersonation_with_unresponsive_caller_credentials_is_503_not_a_hang() 
             "could not get an ID token: the caller's credentials did not answer in time\n"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
+    })
+    .await;
+}
+
+/// The caller's access token goes to the IAM API: not over plain http to
+/// another host.
+#[tokio::test]
+async fn an_iam_api_in_clear_text_elsewhere_stops_the_start() {
+    bounded(async {
+        // The caller's own token endpoint is loopback: allowed.
+        let caller_key = key_file("http://127.0.0.1:9/token").await;
+        let mut config = crate::support::sender_config("127.0.0.1:9".parse().expect("addr"), None);
+        config.token_source = sender::TokenSource::Impersonate {
+            service_account: "receiver-caller@test-project.iam.gserviceaccount.com".to_owned(),
+            caller_key: Some(caller_key.clone()),
+        };
+        let mut remote = config.clone();
+        remote.iam_credentials_url = "http://iam.example.com/".parse().expect("url");
+        let err = sender::Sender::new(remote).await.expect_err("clear text");
+        let text = err.to_string();
+        assert!(text.contains("IAM credentials API"), "{text}");
+        assert!(text.contains("clear text"), "{text}");
+        for allowed in ["http://127.0.0.1:9/", "https://iam.example.com/"] {
+            let mut config = config.clone();
+            config.iam_credentials_url = allowed.parse().expect("url");
+            sender::Sender::new(config).await.expect(allowed);
+        }
+    })
+    .await;
+}
+
+/// A key whose token_uri is plain http to another host: the signed
+/// assertion would cross the network in clear, so the start is refused.
+#[tokio::test]
+async fn a_key_exchanged_in_clear_text_elsewhere_stops_the_start() {
+    bounded(async {
+        let key = key_file("http://oauth2.example.com/token").await;
+        let path = key.to_str().expect("utf-8").to_owned();
+        let env = move |k: &str| match k {
+            "ID_TOKEN_SOURCE" => Some("service-account-key".to_owned()),
+            "GOOGLE_APPLICATION_CREDENTIALS" => Some(path.clone()),
+            _ => None,
+        };
+        let err = sender::TokenSource::from_env(&env).expect_err("clear text");
+        assert_eq!(err.var, "GOOGLE_APPLICATION_CREDENTIALS");
+        assert!(err.to_string().contains("clear text"), "{err}");
+        assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
     })
     .await;
 }

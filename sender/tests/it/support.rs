@@ -35,6 +35,19 @@ pub fn jwt(exp: u64, aud: &str, serial: usize) -> String {
     )
 }
 
+/// As [`jwt`], with an `iat`: what Google's tokens carry.
+pub fn jwt_issued(iat: u64, exp: u64, aud: &str, serial: usize) -> String {
+    let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"RS256","kid":"test"}"#.to_owned()),
+        b64(format!(
+            r#"{{"iat":{iat},"exp":{exp},"aud":"{aud}","serial":{serial}}}"#
+        )),
+        b64(format!("signature-{serial}")),
+    )
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -49,6 +62,11 @@ pub enum MetadataMode {
     Mint(Duration),
     /// Answer with this status and no token.
     Fail(StatusCode),
+    /// Answer with this status and this text.
+    Refuse(StatusCode, &'static str),
+    /// Hand back a token issued `life` ago minus `left`: a token from the
+    /// server's own cache, `left` before its `exp`.
+    Cached { life: Duration, left: Duration },
 }
 
 /// One identity request, as the fake saw it.
@@ -173,7 +191,19 @@ impl FakeMetadata {
                     self.minted.lock().expect("lock").push(token.clone());
                     text(StatusCode::OK, token)
                 }
+                MetadataMode::Cached { life, left } => {
+                    let exp = now() + left.as_secs();
+                    let token = jwt_issued(
+                        exp - life.as_secs(),
+                        exp,
+                        call.audience.as_deref().unwrap_or(""),
+                        serial,
+                    );
+                    self.minted.lock().expect("lock").push(token.clone());
+                    text(StatusCode::OK, token)
+                }
                 MetadataMode::Fail(status) => text(status, "no token for you"),
+                MetadataMode::Refuse(status, reason) => text(status, reason),
             }
         };
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -197,6 +227,8 @@ pub enum ReceiverMode {
     Answer(StatusCode, Bytes),
     /// Wait at the gate, then say hello.
     Hold,
+    /// Answer with this redirect status, pointing `Location` here.
+    Redirect(StatusCode, String),
 }
 
 /// A fake receiving service that records what it was sent.
@@ -235,6 +267,11 @@ impl FakeReceiver {
         .expect("fake receiver")
     }
 
+    /// How many requests it got.
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().expect("lock").len()
+    }
+
     /// The `Authorization` values the receiver got, in order.
     pub fn authorizations(&self) -> Vec<Option<String>> {
         self.requests
@@ -259,6 +296,13 @@ impl FakeReceiver {
             ReceiverMode::Hold => {
                 self.gate.pass().await;
                 text(StatusCode::OK, receiver::HELLO)
+            }
+            ReceiverMode::Redirect(status, location) => {
+                let mut response = text(status, "moved");
+                response
+                    .headers_mut()
+                    .insert(http::header::LOCATION, location.parse().expect("location"));
+                response
             }
         }
     }
@@ -338,4 +382,38 @@ impl Chain {
 /// A long-lived token, as the real metadata server mints.
 pub fn hour() -> MetadataMode {
     MetadataMode::Mint(Duration::from_secs(3600))
+}
+
+/// The metadata emulator in-process, its identity requests counted.
+pub struct Emulator {
+    pub server: Spawned,
+    pub identity_calls: Arc<AtomicUsize>,
+}
+
+impl Emulator {
+    /// An emulator minting tokens that live `lifetime`, as
+    /// `metadata-emulator --token-lifetime` does.
+    pub async fn start(lifetime: Duration) -> Self {
+        use metadata_emulator::{config, routes, Account, KeySet};
+        let account = Account::new(config::DEFAULT_EMAIL, config::DEFAULT_PROJECT_ID);
+        let keys = KeySet::generate().expect("key");
+        let state = Arc::new(routes::State::new(account, keys, lifetime));
+        let identity_calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&identity_calls);
+        let server = Spawned::serve(server_config(), move |req| {
+            let (state, counted) = (Arc::clone(&state), Arc::clone(&counted));
+            async move {
+                if req.uri().path().ends_with("/identity") {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+                routes::answer(&state, &req)
+            }
+        })
+        .await
+        .expect("emulator");
+        Self {
+            server,
+            identity_calls,
+        }
+    }
 }
