@@ -137,6 +137,8 @@ pub async fn serve<H, F>(
     }
 
     drop(listener);
+    // Connections hold the other receivers; `closed` waits for them alone.
+    drop(draining);
     info!(
         connections = registry.len(),
         grace = ?config.shutdown_grace,

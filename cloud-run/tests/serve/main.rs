@@ -155,3 +155,22 @@ async fn shutdown_lets_every_in_flight_request_finish() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn shutdown_with_only_idle_connections_returns_at_once() {
+    bounded(async {
+        let server = hello_server().await;
+        let mut idle = TcpStream::connect(server.addr()).await.expect("connect");
+        assert_eq!(support::get(&mut idle).await, "HTTP/1.1 200 OK hello");
+        let _silent = TcpStream::connect(server.addr()).await.expect("connect");
+        let started = Instant::now();
+        server.stop().await;
+        // Well under the 5 s grace: nothing was in flight.
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await;
+}
