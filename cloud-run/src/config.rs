@@ -44,8 +44,18 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after SIGTERM. Cloud Run kills
     /// the instance 10 s after SIGTERM, hence 8 s by default.
     pub shutdown_grace: Duration,
-    /// How long a client may take to send its request head.
+    /// `HEADER_TIMEOUT`: how long a new connection may take to complete its
+    /// first request head (HTTP/1) or its preface and first SETTINGS
+    /// (HTTP/2), and how long any request head may take once started.
     pub header_read_timeout: Duration,
+    /// `IDLE_TIMEOUT`: how long a connection with no request in flight is
+    /// kept. Longer than the 600 s Google's load balancers keep theirs, so
+    /// that the proxy, not this server, closes first.
+    pub idle_timeout: Duration,
+    /// `MAX_CONNECTIONS`: open connections at most; at the cap the longest
+    /// idle one is closed for a new one. Lowered at start to what
+    /// `RLIMIT_NOFILE` leaves room for.
+    pub max_connections: usize,
     /// Largest request head accepted; larger gets 431.
     pub max_header_bytes: usize,
 }
@@ -56,13 +66,16 @@ impl Default for ServerConfig {
             addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
             shutdown_grace: Duration::from_secs(8),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(620),
+            max_connections: 10_000,
             max_header_bytes: 64 * 1024,
         }
     }
 }
 
 impl ServerConfig {
-    /// Reads `BIND_ADDR`, `PORT` and `SHUTDOWN_GRACE`.
+    /// Reads `BIND_ADDR`, `PORT`, `SHUTDOWN_GRACE`, `HEADER_TIMEOUT`,
+    /// `IDLE_TIMEOUT` and `MAX_CONNECTIONS`.
     pub fn from_env(env: Lookup<'_>) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let ip = match env("BIND_ADDR") {
@@ -78,9 +91,26 @@ impl ServerConfig {
             None => defaults.addr.port(),
         };
         let shutdown_grace = duration(env, "SHUTDOWN_GRACE")?.unwrap_or(defaults.shutdown_grace);
+        let header_read_timeout =
+            positive_duration(env, "HEADER_TIMEOUT")?.unwrap_or(defaults.header_read_timeout);
+        let idle_timeout = positive_duration(env, "IDLE_TIMEOUT")?.unwrap_or(defaults.idle_timeout);
+        let max_connections = match env("MAX_CONNECTIONS") {
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    ConfigError::new("MAX_CONNECTIONS", format!("not a number above 0: {v:?}"))
+                })?,
+            None => defaults.max_connections,
+        };
         Ok(Self {
             addr: SocketAddr::new(ip, port),
             shutdown_grace,
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
             ..defaults
         })
     }
@@ -94,6 +124,15 @@ pub fn duration(env: Lookup<'_>, var: &'static str) -> Result<Option<Duration>, 
     parse_duration(&value).map(Some).ok_or_else(|| {
         ConfigError::new(var, format!("not a duration like 10s or 500ms: {value:?}"))
     })
+}
+
+/// A [`duration`] that must be above zero: a zero timeout would close
+/// every connection at once rather than turn the limit off.
+fn positive_duration(env: Lookup<'_>, var: &'static str) -> Result<Option<Duration>, ConfigError> {
+    match duration(env, var)? {
+        Some(d) if d.is_zero() => Err(ConfigError::new(var, "must be above 0")),
+        other => Ok(other),
+    }
 }
 
 fn parse_duration(value: &str) -> Option<Duration> {
@@ -140,6 +179,34 @@ mod tests {
         let err =
             ServerConfig::from_env(&env(&[("SHUTDOWN_GRACE", "soon")])).expect_err("bad grace");
         assert_eq!(err.var, "SHUTDOWN_GRACE");
+        for (var, value) in [
+            ("HEADER_TIMEOUT", "0"),
+            ("HEADER_TIMEOUT", "soon"),
+            ("IDLE_TIMEOUT", "0s"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_CONNECTIONS", "-1"),
+            ("MAX_CONNECTIONS", "many"),
+        ] {
+            let err = ServerConfig::from_env(&env(&[(var, value)])).expect_err(value);
+            assert_eq!(err.var, var, "{value}");
+        }
+    }
+
+    #[test]
+    fn connection_limits() {
+        let c = ServerConfig::from_env(&env(&[])).expect("defaults");
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(620));
+        assert_eq!(c.max_connections, 10_000);
+        let c = ServerConfig::from_env(&env(&[
+            ("HEADER_TIMEOUT", "5s"),
+            ("IDLE_TIMEOUT", "15m"),
+            ("MAX_CONNECTIONS", "500"),
+        ]))
+        .expect("config");
+        assert_eq!(c.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.idle_timeout, Duration::from_secs(900));
+        assert_eq!(c.max_connections, 500);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+mod conn;
 pub mod logging;
 pub mod metadata;
 pub mod response;

@@ -96,6 +96,63 @@ pub async fn listening(child: &mut Child) -> (SocketAddr, JoinHandle<Vec<String>
     panic!("exited before listening: {seen:?}");
 }
 
+/// Like [`listening`], but hands over every later log line as it comes,
+/// for tests that act on what the child logs (lines that are not JSON are
+/// skipped).
+pub async fn listening_live(
+    child: &mut Child,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
+                if tx.send(entry).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let listening = next_message(&mut rx, "listening").await;
+    let addr = listening["addr"]
+        .as_str()
+        .expect("addr")
+        .parse()
+        .expect("socket addr");
+    (addr, rx)
+}
+
+/// The next log line whose message starts with `message`; panics if the
+/// child exits first.
+pub async fn next_message(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    message: &str,
+) -> serde_json::Value {
+    loop {
+        let entry = lines.recv().await.expect("exited before logging that");
+        if entry["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(message))
+        {
+            return entry;
+        }
+    }
+}
+
+/// Sends `signal` (a name `kill` knows: `TERM`, `INT`) to the child.
+pub fn send_signal(child: &Child, signal: &str) {
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
 /// Sends SIGTERM to the child.
 pub fn sigterm(child: &Child) {
     let pid = child.id().expect("pid").to_string();

@@ -5,6 +5,7 @@ mod binary;
 mod claims;
 mod contract;
 mod keys;
+mod signals;
 mod support;
 // Shared with the token-set example, which reads what the tests do not.
 #[allow(dead_code)]

@@ -1,0 +1,136 @@
+//! Helpers for the serve tests: servers with short timeouts, raw HTTP/1
+//! and HTTP/2 bytes on a socket, and the process's descriptor limit.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use cloud_run::{response::text, ServerConfig, Spawned};
+use http::StatusCode;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+pub async fn bounded<T>(test: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .expect("test took too long")
+}
+
+pub fn config() -> ServerConfig {
+    ServerConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(5),
+        header_read_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    }
+}
+
+/// Loopback settings with these header and idle timeouts.
+pub fn timeouts(header: Duration, idle: Duration) -> ServerConfig {
+    ServerConfig {
+        header_read_timeout: header,
+        idle_timeout: idle,
+        ..config()
+    }
+}
+
+pub async fn hello_server_with(config: ServerConfig) -> Spawned {
+    Spawned::serve(config, |_req| async { text(StatusCode::OK, "hello") })
+        .await
+        .expect("server")
+}
+
+pub async fn hello_server() -> Spawned {
+    hello_server_with(config()).await
+}
+
+/// The HTTP/2 client connection preface.
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const SETTINGS: u8 = 0x4;
+pub const PING: u8 = 0x6;
+pub const GOAWAY: u8 = 0x7;
+pub const ACK: u8 = 0x1;
+
+/// One HTTP/2 frame's bytes.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut bytes = vec![len[1], len[2], len[3], kind, flags];
+    bytes.extend_from_slice(&stream.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// The next HTTP/2 frame (kind, flags, payload); `None` once the server
+/// closed the connection.
+pub async fn read_frame(conn: &mut TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+    let mut header = [0u8; 9];
+    conn.read_exact(&mut header).await.ok()?;
+    let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let mut payload = vec![0u8; len];
+    conn.read_exact(&mut payload).await.ok()?;
+    Some((header[3], header[4], payload))
+}
+
+/// Sends one `GET /` on `conn` and returns the status line and body of the
+/// answer (a complete `hello` or `done` response).
+pub async fn get(conn: &mut TcpStream) -> String {
+    get_path(conn, "/").await
+}
+
+pub async fn get_path(conn: &mut TcpStream, path: &str) -> String {
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = conn.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|l| l.parse::<usize>().ok())
+                .expect("content-length");
+            if body.len() >= length {
+                let status = head.lines().next().unwrap_or_default();
+                return format!("{status} {body}");
+            }
+        }
+    }
+}
+
+/// Waits (at most `limit`) for the server to close `conn`, ignoring what
+/// it sends; returns how long that took from `since`, or `None` if the
+/// connection was still open at `limit`.
+pub async fn closed(conn: &mut TcpStream, since: Instant, limit: Duration) -> Option<Duration> {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return since.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// This process's soft limit of open files, from `/proc/self/limits`.
+pub fn open_files_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
+    limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
+        .unwrap_or(u64::MAX)
+}
