@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     clock::Clock,
-    config::AuthConfig,
+    config::{AuthConfig, Invokers},
     keys::{KeyCache, KeySet},
 };
 
@@ -133,9 +133,12 @@ impl Verifier {
         Self {
             audiences: config.audiences,
             issuers: config.issuers,
-            allowed: config
-                .allowed_invokers
-                .map(|emails| emails.iter().map(|e| e.to_ascii_lowercase()).collect()),
+            allowed: match config.invokers {
+                Invokers::Any => None,
+                Invokers::Only(emails) => {
+                    Some(emails.iter().map(|e| e.to_ascii_lowercase()).collect())
+                }
+            },
             leeway: config.leeway.as_secs_f64(),
             clock: config.clock,
             keys,
@@ -164,7 +167,8 @@ impl Verifier {
         self.keys.url()
     }
 
-    /// How many callers the allowlist names, if there is one.
+    /// How many callers the allowlist names; `None` when any caller with a
+    /// valid token gets in ([`Invokers::Any`]).
     pub fn allowed_count(&self) -> Option<usize> {
         self.allowed.as_ref().map(HashSet::len)
     }

@@ -12,7 +12,7 @@ use std::{
 pub use cloud_run::testing::{bounded, client, Gate};
 use cloud_run::{response::text, Body, ServerConfig, Spawned};
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use receiver::{AuthConfig, Clock, KeyCache, Receiver};
+use receiver::{AuthConfig, Clock, Invokers, KeyCache, Receiver};
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::Notify};
 
@@ -208,9 +208,11 @@ impl FakeJwks {
 /// Verification settings for the token set, keys from `jwks`: two
 /// audiences, Google's issuers, the allowlist, short retries.
 pub fn auth_config(jwks: SocketAddr) -> AuthConfig {
-    let mut config = AuthConfig::google(vec![AUDIENCE.to_owned(), SECOND_AUDIENCE.to_owned()]);
+    let mut config = AuthConfig::google(
+        vec![AUDIENCE.to_owned(), SECOND_AUDIENCE.to_owned()],
+        Invokers::only(tokens::allowlist()),
+    );
     config.jwks_url = format!("http://{jwks}/certs").parse().expect("url");
-    config.allowed_invokers = Some(tokens::allowlist());
     config.keys.fetch_timeout = Duration::from_secs(2);
     config.keys.retry_min = Duration::from_millis(20);
     config.keys.retry_max = Duration::from_millis(200);
