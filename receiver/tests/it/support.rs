@@ -91,6 +91,8 @@ pub enum JwksMode {
     Serve(Value, u64),
     /// This status and no keys.
     Fail(StatusCode),
+    /// No answer at all, ever: the fetch times out.
+    Hang,
 }
 
 /// A fake JWKS endpoint that counts its fetches.
@@ -137,6 +139,11 @@ impl FakeJwks {
             }
             arrived.await;
         }
+    }
+
+    /// How many fetches have arrived (answered or not).
+    pub fn arrivals(&self) -> usize {
+        self.arrivals.load(Ordering::SeqCst)
     }
 
     /// Changes what later fetches get.
@@ -197,6 +204,7 @@ impl FakeJwks {
                     response
                 }
                 JwksMode::Fail(status) => text(status, "no keys today"),
+                JwksMode::Hang => std::future::pending().await,
             }
         };
         self.fetches.fetch_add(1, Ordering::SeqCst);
