@@ -16,6 +16,14 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// The process environment as set, empty values included, for settings
+/// where an empty value is a mistake to report (`AUTH_AUDIENCE=$URL` with
+/// `URL` unset) rather than a way to say "unset". A value that is not UTF-8
+/// comes back with replacement characters, to be refused, not ignored.
+pub fn process_env_as_set(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
 /// A setting that is missing or malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{var}: {problem}")]

@@ -2,7 +2,8 @@
 //! endpoint, cached for its `Cache-Control: max-age`, refreshed in the
 //! background before that runs out, and refetched early (rate-limited) when a
 //! token names a key the cache does not hold, which is how a rotation is
-//! picked up. One fetch at a time; a failed fetch keeps the last good keys.
+//! picked up. One fetch at a time; a failed fetch keeps the last good keys,
+//! but a key missing from them is then "unconfirmed", not "unknown".
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -185,6 +186,18 @@ pub fn freshness(headers: &HeaderMap) -> Option<Duration> {
 /// What a fetch came to: the new keys' lifetime, or why there are none.
 type Outcome = Result<Duration, Arc<KeyError>>;
 
+/// The keys a request gets after asking for a refetch.
+#[derive(Debug)]
+pub enum OnDemand {
+    /// Keys the endpoint served since the refetch asked for (by this
+    /// request or, when rate-limited, an earlier one) began: a key they
+    /// lack is unknown to the endpoint.
+    Current(Arc<KeySet>),
+    /// The refetch failed, or was rate-limited after one that failed: the
+    /// keys held, if any, may lack a key rotated in since they were fetched.
+    Unconfirmed(Option<Arc<KeySet>>),
+}
+
 #[derive(Debug, Default)]
 struct State {
     keys: Option<Arc<KeySet>>,
@@ -193,6 +206,11 @@ struct State {
     inflight: Option<watch::Receiver<Option<Outcome>>>,
     /// When the last fetch asked for by a request (not the background) began.
     last_on_demand: Option<SystemTime>,
+    /// Successful fetches so far.
+    loaded: u64,
+    /// `loaded` when the last on-demand fetch began: more since means the
+    /// keys held were confirmed after that request asked.
+    loaded_at_on_demand: u64,
 }
 
 /// The signing keys of one JWKS endpoint.
@@ -246,9 +264,9 @@ impl KeyCache {
 
     /// For a request whose token names a key not held (or while no keys
     /// are held): the keys after joining the fetch in flight or starting
-    /// one, if the rate limit allows. `None` when no fetch was allowed or
-    /// none succeeded and no keys were ever had.
-    pub async fn refresh_on_demand(self: &Arc<Self>) -> Option<Arc<KeySet>> {
+    /// one, if the rate limit allows, and whether they are the endpoint's
+    /// current set.
+    pub async fn refresh_on_demand(self: &Arc<Self>) -> OnDemand {
         let inflight = {
             let mut state = self.lock();
             match &state.inflight {
@@ -261,16 +279,26 @@ impl KeyCache {
                             .is_ok_and(|since| since < self.policy.refetch_interval)
                     });
                     if limited {
-                        // Another request's fetch may have just landed.
-                        return state.keys.clone();
+                        // The last on-demand fetch tells, or a later one.
+                        let keys = state.keys.clone();
+                        return match keys {
+                            Some(keys) if state.loaded > state.loaded_at_on_demand => {
+                                OnDemand::Current(keys)
+                            }
+                            keys => OnDemand::Unconfirmed(keys),
+                        };
                     }
                     state.last_on_demand = Some(now);
+                    state.loaded_at_on_demand = state.loaded;
                     self.ensure_fetch(&mut state)
                 }
             }
         };
-        let _ = wait(inflight).await;
-        self.current()
+        let outcome = wait(inflight).await;
+        match (outcome, self.current()) {
+            (Ok(_), Some(keys)) => OnDemand::Current(keys),
+            (_, keys) => OnDemand::Unconfirmed(keys),
+        }
     }
 
     /// Fetches the keys at start and then before they expire, retrying with
@@ -334,6 +362,7 @@ impl KeyCache {
                             debug!(url = %cache.url, max_age = ?lifetime, "signing keys refreshed");
                         }
                         state.keys = Some(Arc::new(set));
+                        state.loaded += 1;
                         Ok(lifetime)
                     }
                     Err(err) => {

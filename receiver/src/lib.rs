@@ -14,10 +14,10 @@ use cloud_run::{
 };
 use http::{Request, Response, StatusCode};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub use clock::Clock;
-pub use config::{AuthConfig, Config};
+pub use config::{AuthConfig, Config, Invokers};
 pub use keys::{KeyCache, KeyPolicy};
 pub use verify::{AuthError, Caller, Verifier};
 
@@ -85,6 +85,15 @@ impl Receiver {
                 allowed_invokers = v.allowed_count(),
                 "receiver starting"
             ),
+        }
+        if verifier
+            .as_ref()
+            .is_some_and(|v| v.allowed_count().is_none())
+        {
+            warn!(
+                "AUTH_ALLOWED_INVOKERS=*: any Google account's ID token for the audience gets in, \
+                 since anyone can mint one; list the callers' emails to let in only them"
+            );
         }
         let _refresher = verifier
             .as_ref()

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cloud_run::config::process_env;
+use cloud_run::config::{process_env, process_env_as_set};
 use receiver::{Config, Receiver};
 use tokio::net::TcpListener;
 use tracing::error;
@@ -10,7 +10,8 @@ use tracing::error;
 #[tokio::main]
 async fn main() -> ExitCode {
     let env = process_env;
-    let config = cloud_run::logging::init(&env).and_then(|_| Config::from_env(&env));
+    // As set: an empty AUTH_* variable is an error, not "verification off".
+    let config = cloud_run::logging::init(&env).and_then(|_| Config::from_env(&process_env_as_set));
     let config = match config {
         Ok(config) => config,
         Err(err) => {

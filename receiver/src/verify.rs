@@ -20,8 +20,8 @@ use serde_json::{Map, Value};
 
 use crate::{
     clock::Clock,
-    config::AuthConfig,
-    keys::{KeyCache, KeySet},
+    config::{AuthConfig, Invokers},
+    keys::{KeyCache, KeySet, OnDemand},
 };
 
 /// The header Cloud Run reads a token from before `Authorization`, and
@@ -32,6 +32,10 @@ pub const X_SERVERLESS_AUTHORIZATION: HeaderName =
 /// Longest token looked at; Google's are about 1 KB. Anything longer is
 /// refused before it is decoded.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The `Retry-After` of a 503 for want of keys: the on-demand refetch
+/// interval, after which a retried request may trigger a new fetch.
+pub const RETRY_AFTER_SECONDS: u64 = 10;
 
 /// The protection space named in `WWW-Authenticate`.
 pub const REALM: &str = "receiver";
@@ -72,6 +76,11 @@ pub enum AuthError {
     /// No signing keys were ever fetched, so nothing can be verified: 503.
     #[error("signing keys not available yet")]
     KeysUnavailable,
+    /// The token names a key not held, and the keys could not be refetched
+    /// to look for it (a rotation missed while the key endpoint fails), so
+    /// the caller may be valid: 503.
+    #[error("unknown signing key (kid), and the signing keys cannot be refreshed now")]
+    KeyUnconfirmed,
 }
 
 impl HttpError for AuthError {
@@ -79,14 +88,14 @@ impl HttpError for AuthError {
         match self {
             Self::Missing | Self::Invalid(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KeysUnavailable | Self::KeyUnconfirmed => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
 
 impl AuthError {
-    /// The response: the status, the reason as the body, and for a 401 the
-    /// RFC 6750 `WWW-Authenticate` challenge.
+    /// The response: the status, the reason as the body, for a 401 the
+    /// RFC 6750 `WWW-Authenticate` challenge, for a 503 `Retry-After`.
     pub fn response(&self) -> Response<Body> {
         let mut response = error(self);
         let challenge = match self {
@@ -94,7 +103,13 @@ impl AuthError {
             Self::Invalid(reason) => format!(
                 "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{reason}\""
             ),
-            Self::Forbidden(_) | Self::KeysUnavailable => return response,
+            Self::Forbidden(_) => return response,
+            Self::KeysUnavailable | Self::KeyUnconfirmed => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                return response;
+            }
         };
         let challenge =
             HeaderValue::try_from(challenge).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
@@ -133,9 +148,12 @@ impl Verifier {
         Self {
             audiences: config.audiences,
             issuers: config.issuers,
-            allowed: config
-                .allowed_invokers
-                .map(|emails| emails.iter().map(|e| e.to_ascii_lowercase()).collect()),
+            allowed: match config.invokers {
+                Invokers::Any => None,
+                Invokers::Only(emails) => {
+                    Some(emails.iter().map(|e| e.to_ascii_lowercase()).collect())
+                }
+            },
             leeway: config.leeway.as_secs_f64(),
             clock: config.clock,
             keys,
@@ -164,7 +182,8 @@ impl Verifier {
         self.keys.url()
     }
 
-    /// How many callers the allowlist names, if there is one.
+    /// How many callers the allowlist names; `None` when any caller with a
+    /// valid token gets in ([`Invokers::Any`]).
     pub fn allowed_count(&self) -> Option<usize> {
         self.allowed.as_ref().map(HashSet::len)
     }
@@ -228,13 +247,25 @@ impl Verifier {
             }
         }
         // Maybe a key rotated in since the last fetch, or none was ever had.
-        match self.keys.refresh_on_demand().await {
-            Some(keys) => match keys.get(kid) {
-                Some(key) => Ok((key.clone(), keys)),
-                None => Err(UNKNOWN),
-            },
-            None if held.is_some() => Err(UNKNOWN),
-            None => Err(AuthError::KeysUnavailable),
+        let (keys, unknown) = match self.keys.refresh_on_demand().await {
+            OnDemand::Current(keys) => (Some(keys), UNKNOWN),
+            // Not found in keys that may be out of date: the caller may be
+            // valid, so not a 401.
+            OnDemand::Unconfirmed(keys) => {
+                let unknown = if keys.is_some() {
+                    AuthError::KeyUnconfirmed
+                } else {
+                    AuthError::KeysUnavailable
+                };
+                (keys, unknown)
+            }
+        };
+        let Some(keys) = keys else {
+            return Err(unknown);
+        };
+        match keys.get(kid).cloned() {
+            Some(key) => Ok((key, keys)),
+            None => Err(unknown),
         }
     }
 
@@ -567,9 +598,11 @@ mod tests {
         let r = AuthError::Forbidden("caller is not an allowed invoker").response();
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
-        assert_eq!(
-            AuthError::KeysUnavailable.response().status(),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        for unavailable in [AuthError::KeysUnavailable, AuthError::KeyUnconfirmed] {
+            let r = unavailable.response();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()[header::RETRY_AFTER], "10");
+            assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+        }
     }
 }

@@ -73,6 +73,111 @@ async fn bad_auth_settings_exit_non_zero_naming_them() {
             "AUTH_ALLOWED_INVOKERS",
         )
         .await;
+        fails_naming(
+            &[
+                aud,
+                (
+                    "AUTH_ALLOWED_INVOKERS",
+                    "*,sender@p.iam.gserviceaccount.com",
+                ),
+            ],
+            "AUTH_ALLOWED_INVOKERS",
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_audience_without_an_allowlist_exits_naming_the_allowlist() {
+    bounded(async {
+        let (_, message) =
+            refused(receiver().env("AUTH_AUDIENCE", "https://receiver.a.run.app")).await;
+        assert!(message.starts_with("AUTH_ALLOWED_INVOKERS: "), "{message}");
+        // It says why: the audience alone lets in any Google account.
+        assert!(message.contains("any Google account"), "{message}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_empty_auth_setting_exits_naming_it() {
+    bounded(async {
+        let aud = ("AUTH_AUDIENCE", "https://receiver.a.run.app");
+        let allowed = ("AUTH_ALLOWED_INVOKERS", "sender@p.iam.gserviceaccount.com");
+        for empty in ["", "  ", " , ,"] {
+            // `AUTH_AUDIENCE=$URL` with URL unset must not start a public
+            // receiver.
+            fails_naming(&[("AUTH_AUDIENCE", empty)], "AUTH_AUDIENCE").await;
+            fails_naming(&[("AUTH_AUDIENCE", empty), allowed], "AUTH_AUDIENCE").await;
+            fails_naming(
+                &[aud, ("AUTH_ALLOWED_INVOKERS", empty)],
+                "AUTH_ALLOWED_INVOKERS",
+            )
+            .await;
+            fails_naming(&[aud, allowed, ("AUTH_JWKS_URL", empty)], "AUTH_JWKS_URL").await;
+            fails_naming(&[aud, allowed, ("AUTH_ISSUERS", empty)], "AUTH_ISSUERS").await;
+            fails_naming(&[("AUTH_ISSUERS", empty)], "AUTH_ISSUERS").await;
+        }
+        // Other variables keep their rule: empty is unset.
+        let mut child = receiver().env("SHUTDOWN_GRACE", "").spawn().expect("spawn");
+        listening_addr(&mut child).await;
+        exits_zero_on_sigterm(&mut child).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_over_plain_http_only_from_loopback() {
+    bounded(async {
+        let aud = ("AUTH_AUDIENCE", "https://receiver.a.run.app");
+        let allowed = ("AUTH_ALLOWED_INVOKERS", "sender@p.iam.gserviceaccount.com");
+        for remote in [
+            "http://www.googleapis.com/oauth2/v3/certs",
+            "http://10.0.0.1/certs",
+            "http://[2001:db8::1]/certs",
+            "http://localhost.example.com/certs",
+        ] {
+            fails_naming(&[aud, allowed, ("AUTH_JWKS_URL", remote)], "AUTH_JWKS_URL").await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn any_caller_only_on_explicit_opt_in_and_then_a_warning() {
+    bounded(async {
+        let k = keys();
+        let jwks = FakeJwks::serving(&[&k.one], 3600).start().await;
+        let mut child = receiver()
+            .env("AUTH_AUDIENCE", tokens::AUDIENCE)
+            .env("AUTH_JWKS_URL", format!("http://{}/certs", jwks.addr()))
+            .env("AUTH_ALLOWED_INVOKERS", "*")
+            .spawn()
+            .expect("spawn");
+        let (addr, logs) = listening(&mut child).await;
+        let stranger = signed(
+            &k.one,
+            &with(&claims(now()), json!({ "email": tokens::STRANGER })),
+        );
+        let response = client()
+            .get(url(addr, "/"))
+            .bearer_auth(&stranger)
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        exits_zero_on_sigterm(&mut child).await;
+        let warning = logs
+            .await
+            .expect("log lines")
+            .into_iter()
+            .map(|line| serde_json::from_str::<serde_json::Value>(&line).expect("json"))
+            .find(|entry| entry["severity"] == "WARNING")
+            .expect("a warning at start");
+        let message = warning["message"].as_str().expect("message");
+        assert!(message.contains("AUTH_ALLOWED_INVOKERS=*"), "{message}");
+        assert!(message.contains("any Google account"), "{message}");
     })
     .await;
 }
@@ -88,6 +193,7 @@ async fn starts_with_the_key_endpoint_down_and_answers_503() {
         let mut child = receiver()
             .env("AUTH_AUDIENCE", tokens::AUDIENCE)
             .env("AUTH_JWKS_URL", &jwks_url)
+            .env("AUTH_ALLOWED_INVOKERS", tokens::ALLOWED)
             .spawn()
             .expect("spawn");
         let addr = listening_addr(&mut child).await;

@@ -194,6 +194,24 @@ async fn one_fetch_at_a_time() {
     .await;
 }
 
+/// A 503 that tells the caller when to try again.
+fn assert_retry_later(response: &reqwest::Response, context: &str) {
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{context}"
+    );
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .unwrap_or_else(|| panic!("{context}: no Retry-After"))
+        .to_str()
+        .expect("ascii")
+        .parse::<u64>()
+        .expect("Retry-After in seconds");
+    assert!(retry_after > 0, "{context}");
+}
+
 #[tokio::test]
 async fn a_failed_refetch_keeps_the_last_good_keys() {
     bounded(async {
@@ -207,15 +225,99 @@ async fn a_failed_refetch_keeps_the_last_good_keys() {
 
         fake.set(JwksMode::Fail(StatusCode::INTERNAL_SERVER_ERROR));
         let response = receiver.get_with(&made_up_kid("made-up")).await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        // The kid may be a key rotated in that could not be fetched.
+        assert_retry_later(&response, "refetch answered 500");
         assert_eq!(fake.fetches(), 2, "the refetch was tried");
         assert_eq!(receiver.get_with(&valid).await.status(), StatusCode::OK);
 
         // The endpoint gone altogether: connections refused.
         jwks.stop().await;
         let response = receiver.get_with(&made_up_kid("made-up-again")).await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_retry_later(&response, "refetch refused");
         assert_eq!(receiver.get_with(&valid).await.status(), StatusCode::OK);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_kid_is_503_while_the_key_endpoint_fails_and_401_once_it_answers() {
+    bounded(async {
+        let k = keys();
+        let fake = FakeJwks::serving(&[&k.one], 3600);
+        let jwks = fake.start().await;
+        let clock = ManualClock::new();
+        let mut auth = auth_config(jwks.addr());
+        auth.clock = clock.clock();
+        auth.keys.fetch_timeout = Duration::from_millis(300);
+        let interval = auth.keys.refetch_interval;
+        let receiver = Verifying::ready(auth).await;
+        let valid = signed(&k.one, &claims(now()));
+        // Signed by a key rotated in while the endpoint is failing.
+        let rotated = signed(&k.two, &claims(now()));
+
+        for (failure, mode) in [
+            ("5xx", JwksMode::Fail(StatusCode::BAD_GATEWAY)),
+            (
+                "not a JWKS",
+                JwksMode::Serve(serde_json::json!("<html>"), 3600),
+            ),
+            ("timeout", JwksMode::Hang),
+        ] {
+            fake.set(mode);
+            let tried = fake.arrivals();
+            assert_retry_later(&receiver.get_with(&rotated).await, failure);
+            assert_eq!(fake.arrivals(), tried + 1, "{failure}: one refetch");
+            // Within the window the refetch is not repeated, and the last
+            // one failed: the kid's status is still unknown.
+            assert_retry_later(&receiver.get_with(&rotated).await, failure);
+            assert_retry_later(&receiver.get_with(&made_up_kid("x")).await, failure);
+            assert_eq!(fake.arrivals(), tried + 1, "{failure}: rate-limited");
+            assert_eq!(receiver.get_with(&valid).await.status(), StatusCode::OK);
+            clock.advance(interval);
+        }
+
+        // The endpoint answers again, with the rotated key.
+        fake.set(JwksMode::Serve(tokens::jwks(&[&k.one, &k.two]), 3600));
+        assert_eq!(receiver.get_with(&rotated).await.status(), StatusCode::OK);
+        // A kid the endpoint just said it does not know is refused...
+        clock.advance(interval);
+        let tried = fake.arrivals();
+        let response = receiver.get_with(&made_up_kid("made-up")).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(error_description(&response), "unknown signing key (kid)");
+        assert_eq!(fake.arrivals(), tried + 1);
+        // ...and so is one within the window after that successful refetch.
+        fake.set(JwksMode::Fail(StatusCode::SERVICE_UNAVAILABLE));
+        let response = receiver.get_with(&made_up_kid("made-up-2")).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(fake.arrivals(), tried + 1, "rate-limited");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refresh_after_a_failed_refetch_confirms_the_keys_within_the_window() {
+    bounded(async {
+        let k = keys();
+        let fake = FakeJwks::serving(&[&k.one], 3600);
+        let jwks = fake.start().await;
+        let clock = ManualClock::new();
+        let mut auth = auth_config(jwks.addr());
+        auth.clock = clock.clock();
+        let receiver = Verifying::ready(auth).await;
+        fake.set(JwksMode::Fail(StatusCode::INTERNAL_SERVER_ERROR));
+        assert_retry_later(
+            &receiver.get_with(&made_up_kid("a")).await,
+            "refetch failed",
+        );
+        // The background's next fetch succeeds inside the window: a kid
+        // missing now is known to be missing.
+        fake.set(JwksMode::Serve(tokens::jwks(&[&k.one]), 3600));
+        receiver.keys.refresh().await.expect("refresh");
+        let tried = fake.arrivals();
+        let response = receiver.get_with(&made_up_kid("b")).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(fake.arrivals(), tried, "rate-limited");
     })
     .await;
 }

@@ -12,7 +12,7 @@ use std::{
 pub use cloud_run::testing::{bounded, client, Gate};
 use cloud_run::{response::text, Body, ServerConfig, Spawned};
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use receiver::{AuthConfig, Clock, KeyCache, Receiver};
+use receiver::{AuthConfig, Clock, Invokers, KeyCache, Receiver};
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::Notify};
 
@@ -91,6 +91,8 @@ pub enum JwksMode {
     Serve(Value, u64),
     /// This status and no keys.
     Fail(StatusCode),
+    /// No answer at all, ever: the fetch times out.
+    Hang,
 }
 
 /// A fake JWKS endpoint that counts its fetches.
@@ -137,6 +139,11 @@ impl FakeJwks {
             }
             arrived.await;
         }
+    }
+
+    /// How many fetches have arrived (answered or not).
+    pub fn arrivals(&self) -> usize {
+        self.arrivals.load(Ordering::SeqCst)
     }
 
     /// Changes what later fetches get.
@@ -197,6 +204,7 @@ impl FakeJwks {
                     response
                 }
                 JwksMode::Fail(status) => text(status, "no keys today"),
+                JwksMode::Hang => std::future::pending().await,
             }
         };
         self.fetches.fetch_add(1, Ordering::SeqCst);
@@ -208,9 +216,11 @@ impl FakeJwks {
 /// Verification settings for the token set, keys from `jwks`: two
 /// audiences, Google's issuers, the allowlist, short retries.
 pub fn auth_config(jwks: SocketAddr) -> AuthConfig {
-    let mut config = AuthConfig::google(vec![AUDIENCE.to_owned(), SECOND_AUDIENCE.to_owned()]);
+    let mut config = AuthConfig::google(
+        vec![AUDIENCE.to_owned(), SECOND_AUDIENCE.to_owned()],
+        Invokers::only(tokens::allowlist()),
+    );
     config.jwks_url = format!("http://{jwks}/certs").parse().expect("url");
-    config.allowed_invokers = Some(tokens::allowlist());
     config.keys.fetch_timeout = Duration::from_secs(2);
     config.keys.retry_min = Duration::from_millis(20);
     config.keys.retry_max = Duration::from_millis(200);

@@ -56,12 +56,12 @@ async fn every_token_of_the_set_gets_its_verdict() {
 }
 
 #[tokio::test]
-async fn without_an_allowlist_any_valid_caller_gets_in() {
+async fn with_any_invoker_any_valid_caller_gets_in() {
     bounded(async {
         let k = keys();
         let jwks = FakeJwks::serving(&[&k.one], 3600).start().await;
         let mut auth = auth_config(jwks.addr());
-        auth.allowed_invokers = None;
+        auth.invokers = receiver::Invokers::Any;
         let receiver = Verifying::ready(auth).await;
         let base = tokens::claims(now());
         for changes in [
