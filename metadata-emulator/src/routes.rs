@@ -332,7 +332,7 @@ fn walk(
         // A directory asked for without its slash: the real server redirects.
         Node::Dir(_) => Ok(redirect(path, query)),
         Node::Text(_) | Node::Number(_) | Node::Lines(_) if alt == Alt::Json => {
-            Ok(json_answer(&to_json(node).unwrap_or(Value::Null)))
+            Ok(json_answer(&to_json(node)))
         }
         Node::Text(value) => Ok(text_answer(value.clone())),
         Node::Number(value) => Ok(text_answer(value.to_string())),
@@ -393,24 +393,24 @@ fn listing(entries: &[(String, Node)], query: Option<&str>, alt: Alt) -> Respons
     text_answer(names.map(|name| format!("{name}\n")).collect())
 }
 
-/// A value as JSON; `None` for what is minted on request only.
-fn to_json(node: &Node) -> Option<Value> {
+/// An entry as JSON; tokens are minted on request only, so they have none.
+fn to_json(node: &Node) -> Value {
     match node {
-        Node::Dir(entries) => Some(recursive(entries)),
-        Node::Text(value) => Some(Value::from(value.as_str())),
-        Node::Number(value) => Some(Value::from(*value)),
-        Node::Lines(lines) => Some(Value::from(lines.clone())),
-        Node::Identity | Node::AccessToken => None,
+        Node::Dir(entries) => recursive(entries),
+        Node::Text(value) => Value::from(value.as_str()),
+        Node::Number(value) => Value::from(*value),
+        Node::Lines(lines) => Value::from(lines.clone()),
+        Node::Identity | Node::AccessToken => Value::Null,
     }
 }
 
-/// A directory as JSON, keys in camelCase as the real server writes them;
-/// tokens are minted on request only, so they are left out.
+/// A directory as JSON, keys in camelCase as the real server writes them,
+/// tokens left out.
 fn recursive(entries: &[(String, Node)]) -> Value {
     let mut object = Map::new();
     for (name, node) in entries {
-        if let Some(value) = to_json(node) {
-            object.insert(camel_case(name), value);
+        if !matches!(node, Node::Identity | Node::AccessToken) {
+            object.insert(camel_case(name), to_json(node));
         }
     }
     Value::Object(object)
