@@ -10,12 +10,22 @@ use std::{
 
 use cloud_run::{config::Lookup, ConfigError, ServerConfig};
 
+use crate::identity;
+
 /// The identity tokens are minted for unless `--email` says otherwise: the
 /// tutorial's dedicated calling service account.
 pub const DEFAULT_EMAIL: &str = "calling-service-sa@local-project.iam.gserviceaccount.com";
 
 /// The project id unless `--project-id` says otherwise.
 pub const DEFAULT_PROJECT_ID: &str = "local-project";
+
+/// The region unless `--region` says otherwise: the tutorial's.
+pub const DEFAULT_REGION: &str = "us-central1";
+
+/// What `--email` takes to mean the project's default compute service
+/// account, `PROJECT_NUMBER-compute@developer.gserviceaccount.com`, which
+/// Cloud Run services run as unless deployed with `--service-account`.
+pub const DEFAULT_COMPUTE: &str = "default-compute";
 
 /// The port unless `--port` or `PORT` says otherwise; not 80 like the real
 /// server, which would need root, nor 8080, which the services use.
@@ -41,8 +51,15 @@ FLAGS:
     --bind ADDR              address to listen on (env BIND_ADDR; default 127.0.0.1;
                              0.0.0.0 inside a container)
     --email EMAIL            the service account tokens are minted for
-                             (default calling-service-sa@local-project.iam.gserviceaccount.com)
+                             (default calling-service-sa@local-project.iam.gserviceaccount.com);
+                             default-compute: the project's default compute service account,
+                             PROJECT_NUMBER-compute@developer.gserviceaccount.com
     --project-id ID          the project id served at project/project-id (default local-project)
+    --project-number NUMBER  the project number served at project/numeric-project-id and in
+                             instance/region and instance/zone (default: derived from the
+                             project id, the same on every start)
+    --region REGION          the Cloud Run region served at instance/region, e.g. europe-west1;
+                             the zone is REGION-1 (default us-central1)
     --key-file PATH          RSA private key, PKCS#8 (BEGIN PRIVATE KEY) or PKCS#1
                              (BEGIN RSA PRIVATE KEY) PEM; repeat to publish several keys,
                              the first one signs. Default: a new 2048-bit key at start
@@ -63,9 +80,15 @@ HOSTS:
 ENDPOINTS (send Metadata-Flavor: Google to every /computeMetadata/ path):
     /computeMetadata/v1/instance/service-accounts/default/identity?audience=AUD[&format=full]
     /computeMetadata/v1/instance/service-accounts/default/{email,token,scopes,aliases}
-    /computeMetadata/v1/instance/service-accounts/default/?recursive=true
+    /computeMetadata/v1/instance/service-accounts/       default/ and the account's email
+    /computeMetadata/v1/instance/{region,zone,id}        projects/NUMBER/regions/REGION,
+                                                         projects/NUMBER/zones/REGION-1, a number
     /computeMetadata/v1/project/{project-id,numeric-project-id}
+    /computeMetadata/v1/universe/universe-domain         googleapis.com
     /oauth2/v3/certs         the public keys as a JWKS (for the receiver's AUTH_JWKS_URL)
+    Directories (ending in /) list their entries; ?recursive=true answers the whole
+    directory as JSON. ?alt=json answers any entry as JSON, ?alt=text as text (a
+    recursive directory as one \"path value\" line per value).
 ";
 
 /// The emulator's settings.
@@ -77,6 +100,11 @@ pub struct Config {
     pub email: String,
     /// The project id at `project/project-id`.
     pub project_id: String,
+    /// The project number at `project/numeric-project-id`; `None`: derived
+    /// from the project id (see [`Config::project_number`]).
+    pub project_number: Option<u64>,
+    /// The region at `instance/region`.
+    pub region: String,
     /// PEM files holding the keys; empty: generate one at start.
     pub key_files: Vec<PathBuf>,
     /// `exp - iat` of the ID tokens, and `expires_in` of access tokens.
@@ -93,9 +121,18 @@ impl Config {
             },
             email: DEFAULT_EMAIL.to_owned(),
             project_id: DEFAULT_PROJECT_ID.to_owned(),
+            project_number: None,
+            region: DEFAULT_REGION.to_owned(),
             key_files: Vec::new(),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
         }
+    }
+
+    /// The project number served: `--project-number`, or one derived from
+    /// the project id.
+    pub fn project_number(&self) -> u64 {
+        self.project_number
+            .unwrap_or_else(|| identity::project_number(&self.project_id))
     }
 }
 
@@ -139,6 +176,8 @@ enum Flag {
     Bind,
     Email,
     ProjectId,
+    ProjectNumber,
+    Region,
     KeyFile,
     TokenLifetime,
 }
@@ -150,6 +189,8 @@ impl Flag {
             Self::Bind => "--bind",
             Self::Email => "--email",
             Self::ProjectId => "--project-id",
+            Self::ProjectNumber => "--project-number",
+            Self::Region => "--region",
             Self::KeyFile => "--key-file",
             Self::TokenLifetime => "--token-lifetime",
         }
@@ -179,6 +220,8 @@ pub fn parse(
     };
     let mut config = Config::new(DEFAULT_PORT);
     config.server = ServerConfig::from_env(&with_defaults)?;
+    // Resolved once every flag is read: it depends on the project number.
+    let mut default_compute = false;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -192,6 +235,8 @@ pub fn parse(
             "--bind" => Flag::Bind,
             "--email" => Flag::Email,
             "--project-id" => Flag::ProjectId,
+            "--project-number" => Flag::ProjectNumber,
+            "--region" => Flag::Region,
             "--key-file" => Flag::KeyFile,
             "--token-lifetime" => Flag::TokenLifetime,
             _ => return Err(UsageError::Unknown(arg)),
@@ -214,13 +259,32 @@ pub fn parse(
                     .map_err(|_| bad(name, format!("not an IP address: {value:?}")))?;
                 config.server.addr.set_ip(ip);
             }
+            Flag::Email if value == DEFAULT_COMPUTE => default_compute = true,
             Flag::Email => {
-                config.email = check_email(&value)
-                    .ok_or_else(|| bad(name, format!("not a service account email: {value:?}")))?;
+                default_compute = false;
+                config.email = check_email(&value).ok_or_else(|| {
+                    bad(
+                        name,
+                        format!("not a service account email nor {DEFAULT_COMPUTE}: {value:?}"),
+                    )
+                })?;
             }
             Flag::ProjectId => {
                 config.project_id = check_project_id(&value)
                     .ok_or_else(|| bad(name, format!("not a project id: {value:?}")))?;
+            }
+            Flag::ProjectNumber => {
+                config.project_number = Some(check_project_number(&value).ok_or_else(|| {
+                    bad(
+                        name,
+                        format!("not a project number (digits, no leading 0): {value:?}"),
+                    )
+                })?);
+            }
+            Flag::Region => {
+                config.region = check_region(&value).ok_or_else(|| {
+                    bad(name, format!("not a region like us-central1: {value:?}"))
+                })?;
             }
             Flag::KeyFile => {
                 if value.is_empty() {
@@ -240,7 +304,48 @@ pub fn parse(
             }
         }
     }
+    if default_compute {
+        config.email = default_compute_email(config.project_number());
+    }
     Ok(Command::Run(config))
+}
+
+/// The default compute service account of the project numbered `number`.
+pub fn default_compute_email(number: u64) -> String {
+    format!("{number}-compute@developer.gserviceaccount.com")
+}
+
+/// Digits without a leading zero, fitting in a `u64`.
+fn check_project_number(value: &str) -> Option<u64> {
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    if !digits || value.starts_with('0') {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// Google Cloud's region names: lowercase words joined by hyphens, ending in
+/// a number (`us-central1`, `northamerica-northeast2`); they also end up in
+/// a zone name and a run.app host name.
+fn check_region(value: &str) -> Option<String> {
+    let words: Vec<&str> = value.split('-').collect();
+    let ok = value.len() <= 50
+        && words.len() >= 2
+        && words.iter().all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && words
+            .first()
+            .is_some_and(|w| w.bytes().all(|b| b.is_ascii_lowercase()))
+        && words.last().is_some_and(|w| {
+            let letters = w.trim_end_matches(|c: char| c.is_ascii_digit());
+            !letters.is_empty()
+                && letters.len() < w.len()
+                && letters.bytes().all(|b| b.is_ascii_lowercase())
+        });
+    ok.then(|| value.to_owned())
 }
 
 /// `local@domain`, without characters that would need escaping anywhere.
@@ -329,6 +434,68 @@ mod tests {
     }
 
     #[test]
+    fn region_and_project_number() {
+        let c = run(&[], &[]).expect("defaults");
+        assert_eq!(c.region, "us-central1");
+        assert_eq!(c.project_number, None);
+        assert_eq!(
+            c.project_number(),
+            identity::project_number("local-project")
+        );
+        let c = run(
+            &["--region", "europe-west1", "--project-number=123456789012"],
+            &[],
+        )
+        .expect("flags");
+        assert_eq!(c.region, "europe-west1");
+        assert_eq!(c.project_number(), 123_456_789_012);
+        for region in ["northamerica-northeast2", "me-central2", "us-east4"] {
+            assert_eq!(
+                run(&["--region", region], &[]).expect(region).region,
+                region
+            );
+        }
+    }
+
+    #[test]
+    fn default_compute_follows_the_project_number_wherever_given() {
+        let compute = "123456789012-compute@developer.gserviceaccount.com";
+        for args in [
+            &[
+                "--email",
+                "default-compute",
+                "--project-number",
+                "123456789012",
+            ][..],
+            &[
+                "--project-number",
+                "123456789012",
+                "--email=default-compute",
+            ],
+        ] {
+            assert_eq!(run(args, &[]).expect("flags").email, compute, "{args:?}");
+        }
+        let derived =
+            run(&["--email", "default-compute", "--project-id", "p-2"], &[]).expect("derived");
+        assert_eq!(
+            derived.email,
+            default_compute_email(identity::project_number("p-2"))
+        );
+        // The last --email wins, as for every flag.
+        let c = run(
+            &[
+                "--email",
+                "default-compute",
+                "--email",
+                "a@p.iam.gserviceaccount.com",
+            ],
+            &[],
+        )
+        .expect("flags");
+        assert_eq!(c.email, "a@p.iam.gserviceaccount.com");
+    }
+
+    #[test]
     fn help_wins() {
         let lookup = |_: &str| None;
         for args in [&["--help"][..], &["--port", "1", "-h"]] {
@@ -349,6 +516,25 @@ mod tests {
             (&["--project-id", ""], &[], "--project-id: "),
             (&["--project-id", "a/b"], &[], "--project-id: "),
             (&["--key-file="], &[], "--key-file: "),
+            (&["--email", "default"], &[], "--email: "),
+            (&["--project-number", ""], &[], "--project-number: "),
+            (&["--project-number", "0"], &[], "--project-number: "),
+            (&["--project-number", "012"], &[], "--project-number: "),
+            (&["--project-number", "-1"], &[], "--project-number: "),
+            (&["--project-number", "12a"], &[], "--project-number: "),
+            (
+                &["--project-number", "99999999999999999999"],
+                &[],
+                "--project-number: ",
+            ),
+            (&["--region", ""], &[], "--region: "),
+            (&["--region", "US-CENTRAL1"], &[], "--region: "),
+            (&["--region", "uscentral1"], &[], "--region: "),
+            (&["--region", "us-central"], &[], "--region: "),
+            (&["--region", "us--central1"], &[], "--region: "),
+            (&["--region", "1us-central1"], &[], "--region: "),
+            (&["--region", "us-central1-a"], &[], "--region: "),
+            (&["--region", "us-central1/x"], &[], "--region: "),
             (&["--token-lifetime", "0s"], &[], "--token-lifetime: "),
             (&["--token-lifetime", "2d"], &[], "--token-lifetime: "),
             (&["--frobnicate"], &[], "unknown argument \"--frobnicate\""),

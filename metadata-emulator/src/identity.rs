@@ -34,14 +34,12 @@ pub struct Account {
 }
 
 impl Account {
-    /// The account `email` in `project_id`, with numbers derived from the
-    /// names, so they are the same on every start and every machine.
-    pub fn new(email: &str, project_id: &str) -> Self {
-        // Google's unique ids are 21 digits starting with 1; project numbers 12.
+    /// The account `email` in project `project_id` numbered
+    /// `project_number`, with a unique id derived from the email, so it is
+    /// the same on every start and every machine.
+    pub fn new(email: &str, project_id: &str, project_number: u64) -> Self {
+        // Google's unique ids are 21 digits starting with 1.
         let unique_id = format!("1{:020}", number(email) % 100_000_000_000_000_000_000);
-        // Below 10^12, so it always fits.
-        let project_number =
-            100_000_000_000 + u64::try_from(number(project_id) % 900_000_000_000).unwrap_or(0);
         Self {
             email: email.to_owned(),
             unique_id,
@@ -82,6 +80,22 @@ impl Account {
     ) -> Result<String, SignError> {
         keys.sign(&self.claims(audience, format, SystemTime::now(), lifetime))
     }
+}
+
+/// A project number for `project_id`, 12 digits like Google's, the same on
+/// every start and every machine.
+pub fn project_number(project_id: &str) -> u64 {
+    // Below 10^12, so it always fits.
+    100_000_000_000 + u64::try_from(number(project_id) % 900_000_000_000).unwrap_or(0)
+}
+
+/// An instance id for `account` in `region`: 19 digits like Compute Engine's,
+/// the same on every start with the same settings.
+pub fn instance_id(account: &Account, region: &str) -> u64 {
+    let name = format!("{}/{region}/{}", account.project_number, account.email);
+    // Below 9 * 10^18 + 10^18 < 2^64, so it always fits.
+    1_000_000_000_000_000_000
+        + u64::try_from(number(&name) % 9_000_000_000_000_000_000).unwrap_or(0)
 }
 
 /// A fresh opaque access token: it only has to look like one, nothing here
@@ -130,21 +144,27 @@ mod tests {
 
     #[test]
     fn numbers_are_stable_and_shaped_like_googles() {
-        let a = Account::new("sa@p.iam.gserviceaccount.com", "p");
-        let b = Account::new("sa@p.iam.gserviceaccount.com", "p");
-        let c = Account::new("other@p.iam.gserviceaccount.com", "q");
+        let a = Account::new("sa@p.iam.gserviceaccount.com", "p", project_number("p"));
+        let b = Account::new("sa@p.iam.gserviceaccount.com", "p", project_number("p"));
+        let c = Account::new("other@p.iam.gserviceaccount.com", "q", project_number("q"));
         assert_eq!(a.unique_id, b.unique_id);
         assert_ne!(a.unique_id, c.unique_id);
         assert_eq!(a.unique_id.len(), 21);
         assert!(a.unique_id.starts_with('1'));
         assert!(a.unique_id.bytes().all(|b| b.is_ascii_digit()));
-        assert_eq!(a.project_number, b.project_number);
-        assert_eq!(a.project_number.to_string().len(), 12);
+        assert_eq!(project_number("p"), project_number("p"));
+        assert_ne!(project_number("p"), project_number("q"));
+        assert_eq!(project_number("p").to_string().len(), 12);
+        let id = instance_id(&a, "us-central1");
+        assert_eq!(id, instance_id(&b, "us-central1"));
+        assert_ne!(id, instance_id(&a, "europe-west1"));
+        assert_ne!(id, instance_id(&c, "us-central1"));
+        assert_eq!(id.to_string().len(), 19);
     }
 
     #[test]
     fn full_adds_email_claims() {
-        let account = Account::new("sa@p.iam.gserviceaccount.com", "p");
+        let account = Account::new("sa@p.iam.gserviceaccount.com", "p", 123_456_789_012);
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let hour = Duration::from_secs(3600);
         let full =

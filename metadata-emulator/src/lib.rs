@@ -38,8 +38,8 @@ impl Emulator {
 
     /// An emulator signing with `keys`, whatever `config.key_files` says.
     pub fn with_keys(config: Config, keys: KeySet) -> Self {
-        let account = Account::new(&config.email, &config.project_id);
-        let state = routes::State::new(account, keys, config.token_lifetime);
+        let account = Account::new(&config.email, &config.project_id, config.project_number());
+        let state = routes::State::new(account, &config.region, keys, config.token_lifetime);
         Self {
             config,
             state: Arc::new(state),
@@ -62,6 +62,8 @@ impl Emulator {
         info!(
             email = %state.account().email,
             project_id = %state.account().project_id,
+            project_number = state.account().project_number,
+            region = %config.region,
             kid = %state.keys().kid(),
             published_keys = state.keys().kids().len(),
             token_lifetime = ?config.token_lifetime,

@@ -1,6 +1,8 @@
 //! What the emulator answers: the metadata server's directory tree under
-//! `/computeMetadata/v1/` (only with `Metadata-Flavor: Google`), its root, and
-//! Google's JWKS at `/oauth2/v3/certs`. Every answer, errors included,
+//! `/computeMetadata/v1/` (only with `Metadata-Flavor: Google`) as a Cloud
+//! Run service sees it, in the real server's forms (`?recursive=true`,
+//! `?alt=json`, `?alt=text`), its root, and Google's JWKS at
+//! `/oauth2/v3/certs`. Every answer, errors included,
 //! carries `Metadata-Flavor: Google`, which is how clients recognise the
 //! server. Only requests naming an allowed host are answered at all (see
 //! [`crate::host`]).
@@ -17,7 +19,7 @@ use tracing::{debug, warn};
 
 use crate::{
     host,
-    identity::{access_token, Account, Format},
+    identity::{access_token, instance_id, Account, Format},
     keys::KeySet,
 };
 
@@ -34,6 +36,9 @@ pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// The scope the default service account of a Cloud Run service has.
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// The domain of Google's public APIs, at `universe/universe-domain`.
+const UNIVERSE_DOMAIN: &str = "googleapis.com";
 
 /// Why a request gets no answer, each with its status.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,9 @@ pub enum RequestError {
     /// `identity` with a `format` other than `standard` or `full`.
     #[error("format must be standard or full")]
     BadFormat,
+    /// An `alt` other than `json` or `text`.
+    #[error("alt must be json or text")]
+    BadAlt,
     /// Signing failed.
     #[error("cannot sign the token")]
     Signing,
@@ -72,7 +80,7 @@ impl HttpError for RequestError {
             Self::Host | Self::MissingFlavor | Self::Forwarded => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::MissingAudience | Self::BadFormat => StatusCode::BAD_REQUEST,
+            Self::MissingAudience | Self::BadFormat | Self::BadAlt => StatusCode::BAD_REQUEST,
             Self::Signing => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,14 +89,14 @@ impl HttpError for RequestError {
 /// An entry of the metadata tree.
 #[derive(Debug, Clone)]
 enum Node {
-    /// A directory: listed by name with a trailing `/`, or as JSON with
-    /// `?recursive=true`.
+    /// A directory: listed by name with a trailing `/`, or whole with
+    /// `?recursive=true` (JSON unless `?alt=text`).
     Dir(Vec<(String, Node)>),
-    /// A value.
+    /// A value (a JSON string with `?alt=json`).
     Text(String),
-    /// A number (a string in the listing, a number in JSON).
+    /// A number (a JSON number with `?alt=json`).
     Number(u64),
-    /// Several values, one per line.
+    /// Several values, one per line (a JSON array with `?alt=json`).
     Lines(Vec<String>),
     /// An ID token, minted per request.
     Identity,
@@ -105,6 +113,29 @@ fn dir(entries: Vec<(&str, Node)>) -> Node {
     )
 }
 
+/// The form `?alt` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alt {
+    /// The entry's own: text for values and listings, JSON for recursive
+    /// directories and access tokens.
+    Default,
+    /// JSON.
+    Json,
+    /// Text.
+    Text,
+}
+
+impl Alt {
+    fn from_query(query: Option<&str>) -> Result<Self, RequestError> {
+        match param(query, "alt").as_deref() {
+            None => Ok(Self::Default),
+            Some("json") => Ok(Self::Json),
+            Some("text") => Ok(Self::Text),
+            Some(_) => Err(RequestError::BadAlt),
+        }
+    }
+}
+
 /// Everything a request can be answered from.
 #[derive(Debug)]
 pub struct State {
@@ -116,8 +147,10 @@ pub struct State {
 }
 
 impl State {
-    /// The answers for `account`, signed with `keys`, tokens living `lifetime`.
-    pub fn new(account: Account, keys: KeySet, lifetime: Duration) -> Self {
+    /// The answers for `account` running in `region`, signed with `keys`,
+    /// tokens living `lifetime`.
+    pub fn new(account: Account, region: &str, keys: KeySet, lifetime: Duration) -> Self {
+        let number = account.project_number;
         let service_account = dir(vec![
             ("aliases", Node::Lines(vec!["default".to_owned()])),
             ("email", Node::Text(account.email.clone())),
@@ -125,16 +158,29 @@ impl State {
             ("scopes", Node::Lines(vec![CLOUD_PLATFORM.to_owned()])),
             ("token", Node::AccessToken),
         ]);
+        // Cloud Run documents region and zone in these shapes; its one zone
+        // per region is named REGION-1.
         let tree = dir(vec![
             (
                 "instance",
-                dir(vec![(
-                    "service-accounts",
-                    dir(vec![
-                        ("default", service_account.clone()),
-                        (&account.email, service_account),
-                    ]),
-                )]),
+                dir(vec![
+                    ("id", Node::Number(instance_id(&account, region))),
+                    (
+                        "region",
+                        Node::Text(format!("projects/{number}/regions/{region}")),
+                    ),
+                    (
+                        "service-accounts",
+                        dir(vec![
+                            ("default", service_account.clone()),
+                            (&account.email, service_account),
+                        ]),
+                    ),
+                    (
+                        "zone",
+                        Node::Text(format!("projects/{number}/zones/{region}-1")),
+                    ),
+                ]),
             ),
             (
                 "project",
@@ -142,6 +188,13 @@ impl State {
                     ("numeric-project-id", Node::Number(account.project_number)),
                     ("project-id", Node::Text(account.project_id.clone())),
                 ]),
+            ),
+            (
+                "universe",
+                dir(vec![(
+                    "universe-domain",
+                    Node::Text(UNIVERSE_DOMAIN.to_owned()),
+                )]),
             ),
         ]);
         let cache_control = HeaderValue::try_from(format!(
@@ -258,6 +311,7 @@ fn walk(
     path: &str,
     query: Option<&str>,
 ) -> Result<Response<Body>, RequestError> {
+    let alt = Alt::from_query(query)?;
     let mut node = &state.tree;
     let mut segments = rest.split('/').peekable();
     while let Some(segment) = segments.next() {
@@ -266,7 +320,7 @@ fn walk(
             return Err(RequestError::NotFound);
         };
         if segment.is_empty() && last {
-            return Ok(listing(entries, query));
+            return Ok(listing(entries, query, alt));
         }
         node = entries
             .iter()
@@ -277,18 +331,15 @@ fn walk(
     match node {
         // A directory asked for without its slash: the real server redirects.
         Node::Dir(_) => Ok(redirect(path, query)),
-        Node::Text(value) => Ok(typed(text(StatusCode::OK, value.clone()), APPLICATION_TEXT)),
-        Node::Number(value) => Ok(typed(
-            text(StatusCode::OK, value.to_string()),
-            APPLICATION_TEXT,
+        Node::Text(_) | Node::Number(_) | Node::Lines(_) if alt == Alt::Json => {
+            Ok(json_answer(&to_json(node)))
+        }
+        Node::Text(value) => Ok(text_answer(value.clone())),
+        Node::Number(value) => Ok(text_answer(value.to_string())),
+        Node::Lines(lines) => Ok(text_answer(
+            lines.iter().map(|l| format!("{l}\n")).collect(),
         )),
-        Node::Lines(lines) => Ok(typed(
-            text(
-                StatusCode::OK,
-                lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
-            ),
-            APPLICATION_TEXT,
-        )),
+        // Tokens keep their own forms whatever `alt` says.
         Node::Identity => identity(state, query),
         Node::AccessToken => {
             let body = json!({
@@ -323,36 +374,74 @@ fn identity(state: &State, query: Option<&str>) -> Result<Response<Body>, Reques
     Ok(typed(text(StatusCode::OK, token), APPLICATION_TEXT))
 }
 
-fn listing(entries: &[(String, Node)], query: Option<&str>) -> Response<Body> {
+fn listing(entries: &[(String, Node)], query: Option<&str>, alt: Alt) -> Response<Body> {
     if param(query, "recursive").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        let body = recursive(entries).to_string();
-        return typed(text(StatusCode::OK, body), APPLICATION_JSON);
+        if alt == Alt::Text {
+            let mut body = String::new();
+            flatten(entries, "", &mut body);
+            return text_answer(body);
+        }
+        return json_answer(&recursive(entries));
     }
-    let body: String = entries
-        .iter()
-        .map(|(name, node)| match node {
-            Node::Dir(_) => format!("{name}/\n"),
-            _ => format!("{name}\n"),
-        })
-        .collect();
-    typed(text(StatusCode::OK, body), APPLICATION_TEXT)
+    let names = entries.iter().map(|(name, node)| match node {
+        Node::Dir(_) => format!("{name}/"),
+        _ => name.clone(),
+    });
+    if alt == Alt::Json {
+        return json_answer(&Value::from(names.collect::<Vec<_>>()));
+    }
+    text_answer(names.map(|name| format!("{name}\n")).collect())
 }
 
-/// A directory as JSON, keys in camelCase as the real server writes them;
-/// tokens are minted on request only, so they are left out.
+/// An entry as JSON; tokens are minted on request only, so they have none.
+fn to_json(node: &Node) -> Value {
+    match node {
+        Node::Dir(entries) => recursive(entries),
+        Node::Text(value) => Value::from(value.as_str()),
+        Node::Number(value) => Value::from(*value),
+        Node::Lines(lines) => Value::from(lines.clone()),
+        Node::Identity | Node::AccessToken => Value::Null,
+    }
+}
+
+/// A directory as JSON, keys in camelCase as the real server writes them,
+/// tokens left out.
 fn recursive(entries: &[(String, Node)]) -> Value {
     let mut object = Map::new();
     for (name, node) in entries {
-        let value = match node {
-            Node::Dir(entries) => recursive(entries),
-            Node::Text(value) => Value::from(value.as_str()),
-            Node::Number(value) => Value::from(*value),
-            Node::Lines(lines) => Value::from(lines.clone()),
-            Node::Identity | Node::AccessToken => continue,
-        };
-        object.insert(camel_case(name), value);
+        if !matches!(node, Node::Identity | Node::AccessToken) {
+            object.insert(camel_case(name), to_json(node));
+        }
     }
     Value::Object(object)
+}
+
+/// A directory as `?recursive=true&alt=text` writes it: one `PATH VALUE`
+/// line per value, paths relative to the directory with the entries' own
+/// names, list items numbered from 0.
+fn flatten(entries: &[(String, Node)], prefix: &str, out: &mut String) {
+    for (name, node) in entries {
+        let path = format!("{prefix}{name}");
+        match node {
+            Node::Dir(entries) => flatten(entries, &format!("{path}/"), out),
+            Node::Text(value) => out.push_str(&format!("{path} {value}\n")),
+            Node::Number(value) => out.push_str(&format!("{path} {value}\n")),
+            Node::Lines(lines) => {
+                for (i, line) in lines.iter().enumerate() {
+                    out.push_str(&format!("{path}/{i} {line}\n"));
+                }
+            }
+            Node::Identity | Node::AccessToken => {}
+        }
+    }
+}
+
+fn text_answer(body: String) -> Response<Body> {
+    typed(text(StatusCode::OK, body), APPLICATION_TEXT)
+}
+
+fn json_answer(value: &Value) -> Response<Body> {
+    typed(text(StatusCode::OK, value.to_string()), APPLICATION_JSON)
 }
 
 fn camel_case(name: &str) -> String {

@@ -4,6 +4,10 @@ it speaks Google's formats and not only ours.
 - google-auth, pointed at the emulator with ``GCE_METADATA_HOST`` as on
   Cloud Run, finds the "metadata server", fetches an ID token
   (``google.oauth2.id_token.fetch_id_token``) and an access token from it.
+- ``google.auth.default()``, as an app on Cloud Run calls it, finds
+  Compute Engine credentials and the emulator's project id, account and
+  universe domain (``--project-id``, ``--email default-compute``,
+  ``--project-number``).
 - ``google.oauth2.id_token.verify_token`` with ``certs_url`` at the
   emulator's ``/oauth2/v3/certs`` accepts the emulator's token for its
   audience and refuses it for another. Given a JWKS, google-auth verifies
@@ -17,13 +21,8 @@ honoured) and stops it at the end.
 
 import base64
 import json
-import os
-import pathlib
-import queue
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 import jwt
@@ -35,102 +34,26 @@ from google.auth import jwt as google_jwt
 from google.auth.transport.requests import Request
 from google.oauth2 import id_token
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-STARTUP_SECONDS = 30
+from binaries import Service, build, client_env
+
 EMAIL = "calling-service-sa@local-project.iam.gserviceaccount.com"
 AUDIENCE = "http://127.0.0.1:8081"
 IDENTITY = "/computeMetadata/v1/instance/service-accounts/default/identity"
 
 
-def build():
-    """Builds the emulator binary; its path."""
-    cargo = os.environ.get("CARGO", "cargo")
-    result = subprocess.run(
-        [
-            cargo,
-            "build",
-            "--locked",
-            "-p",
-            "metadata-emulator",
-            "--bin",
-            "metadata-emulator",
-            "--message-format=json-render-diagnostics",
-        ],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=1800,
-    )
-    for line in result.stdout.splitlines():
-        message = json.loads(line)
-        if message.get("reason") == "compiler-artifact" and message.get("executable"):
-            if message["target"]["name"] == "metadata-emulator":
-                return message["executable"]
-    raise AssertionError("cargo built no metadata-emulator binary")
-
-
-class Emulator:
-    """The emulator binary on 127.0.0.1, any free port, with its own new key."""
-
-    def __init__(self, binary):
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LOG_FORMAT": "json",
-            "RUST_LOG": "info",
-        }
-        self.process = subprocess.Popen(
-            [binary, "--port", "0", "--bind", "127.0.0.1"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.lines = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        deadline = time.monotonic() + STARTUP_SECONDS
-        self.addr = None
-        # Ready when it logs the address it listens on.
-        while self.addr is None:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.close()
-                raise AssertionError("the emulator did not listen in time")
-            if line is None:
-                raise AssertionError(f"the emulator exited: {self.process.wait()}")
-            entry = json.loads(line)
-            if entry.get("message") == "listening":
-                self.addr = entry["addr"]
-
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def url(self, path):
-        return f"http://{self.addr}{path}"
-
-    def close(self):
-        """SIGTERM, as Cloud Run would; the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+def start(binary, *args):
+    """The emulator on 127.0.0.1, any free port, with its own new key."""
+    return Service(binary, ["--port", "0", *args])
 
 
 @pytest.fixture(scope="module")
 def binary():
-    return build()
+    return build("metadata-emulator", "metadata-emulator")["metadata-emulator"]
 
 
 @pytest.fixture(scope="module")
 def emulator(binary):
-    emulator = Emulator(binary)
+    emulator = start(binary)
     try:
         yield emulator
     finally:
@@ -199,7 +122,7 @@ def test_verify_token_refuses_a_wrong_audience(emulator):
 
 
 def test_a_token_from_another_key_is_refused(emulator, binary):
-    other = Emulator(binary)
+    other = start(binary)
     try:
         token = mint(other, AUDIENCE)
     finally:
@@ -243,17 +166,9 @@ print(json.dumps({
 
 
 def test_google_auth_gets_its_tokens_from_the_emulator(emulator):
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/"),
-        "GCE_METADATA_HOST": emulator.addr,
-        "GCE_METADATA_IP": emulator.addr,
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
     result = subprocess.run(
         [sys.executable, "-c", CLIENT, AUDIENCE],
-        env=env,
+        env=client_env(emulator),
         capture_output=True,
         text=True,
         timeout=60,
@@ -269,3 +184,50 @@ def test_google_auth_gets_its_tokens_from_the_emulator(emulator):
         certs_url=emulator.url("/oauth2/v3/certs"),
     )
     assert claims["email"] == EMAIL
+
+
+# What an app on Cloud Run calls first: Application Default Credentials.
+DEFAULT = """
+import json
+import google.auth
+from google.auth.transport.requests import Request
+credentials, project_id = google.auth.default()
+credentials.refresh(Request())
+print(json.dumps({
+    "credentials": type(credentials).__module__ + "." + type(credentials).__name__,
+    "project_id": project_id,
+    "service_account": credentials.service_account_email,
+    "universe_domain": credentials.universe_domain,
+}))
+"""
+
+
+def test_google_auth_default_finds_compute_engine_credentials(binary, tmp_path):
+    number = "123456789012"
+    with start(
+        binary,
+        "--project-id",
+        "interop-project",
+        "--project-number",
+        number,
+        "--email",
+        "default-compute",
+    ) as emulator:
+        # An empty home: no gcloud credentials file can win over the emulator.
+        result = subprocess.run(
+            [sys.executable, "-c", DEFAULT],
+            env=client_env(emulator, HOME=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert emulator.close() == 0
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    print("google.auth.default() against the emulator:", json.dumps(got))
+    assert got == {
+        "credentials": "google.auth.compute_engine.credentials.Credentials",
+        "project_id": "interop-project",
+        "service_account": f"{number}-compute@developer.gserviceaccount.com",
+        "universe_domain": "googleapis.com",
+    }

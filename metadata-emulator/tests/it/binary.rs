@@ -105,6 +105,9 @@ async fn help_lists_every_flag() {
             "--bind",
             "--email",
             "--project-id",
+            "--project-number",
+            "--region",
+            "default-compute",
             "--key-file",
             "--token-lifetime",
             "--help",
@@ -123,6 +126,9 @@ async fn bad_flags_exit_2_naming_them() {
             (&["--port", "eighty"][..], "--port: "),
             (&["--email"][..], "--email needs a value"),
             (&["--verbose"][..], "unknown argument \"--verbose\""),
+            (&["--region", "Mars"][..], "--region: "),
+            (&["--project-number", "0"][..], "--project-number: "),
+            (&["--region"][..], "--region needs a value"),
         ] {
             let (code, entry) = refused(emulator().args(args)).await;
             assert_eq!(code, Some(2), "{args:?}");
@@ -153,6 +159,86 @@ async fn unusable_key_files_exit_1_naming_them() {
             let message = entry["message"].as_str().expect("message");
             assert!(message.starts_with(path.as_str()), "{message}");
             assert!(message.contains(expected), "{message}");
+        }
+    })
+    .await;
+}
+
+/// `GET` of `path` with `Metadata-Flavor: Google`: the body.
+async fn metadata_text(addr: SocketAddr, path: &str) -> String {
+    let response = client()
+        .get(url(addr, path))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200, "{path}");
+    response.text().await.expect("body")
+}
+
+#[tokio::test]
+async fn two_emulators_sharing_a_key_file_switch_the_identity() {
+    bounded(async {
+        // What the local walk does to redeploy the sender as another
+        // account: a second emulator, same key file, another --email.
+        let key = key_path("test-key-1.pkcs8.pem");
+        let mut compute = emulator()
+            .args(["--port=0", "--key-file", &key, "--email", "default-compute"])
+            .args([
+                "--project-number",
+                "123456789012",
+                "--region",
+                "europe-west1",
+            ])
+            .spawn()
+            .expect("spawn");
+        let mut dedicated = emulator()
+            .args([
+                "--port=0",
+                "--key-file",
+                &key,
+                "--project-number=123456789012",
+            ])
+            .spawn()
+            .expect("spawn");
+        let compute_addr = listening_addr(&mut compute).await;
+        let dedicated_addr = listening_addr(&mut dedicated).await;
+
+        let jwks = |addr| async move {
+            let response = client()
+                .get(url(addr, "/oauth2/v3/certs"))
+                .send()
+                .await
+                .expect("jwks");
+            response.bytes().await.expect("body")
+        };
+        assert_eq!(jwks(compute_addr).await, jwks(dedicated_addr).await);
+
+        let email = "/computeMetadata/v1/instance/service-accounts/default/email";
+        let compute_email = "123456789012-compute@developer.gserviceaccount.com";
+        let dedicated_email = "calling-service-sa@local-project.iam.gserviceaccount.com";
+        assert_eq!(metadata_text(compute_addr, email).await, compute_email);
+        assert_eq!(metadata_text(dedicated_addr, email).await, dedicated_email);
+        assert_eq!(
+            metadata_text(compute_addr, "/computeMetadata/v1/instance/region").await,
+            "projects/123456789012/regions/europe-west1"
+        );
+        assert_eq!(
+            metadata_text(compute_addr, "/computeMetadata/v1/instance/zone").await,
+            "projects/123456789012/zones/europe-west1-1"
+        );
+
+        // Each one's token verifies against the other's keys, naming its own account.
+        let audience = "http://127.0.0.1:8081";
+        for (minter, checker, expected) in [
+            (compute_addr, dedicated_addr, compute_email),
+            (dedicated_addr, compute_addr, dedicated_email),
+        ] {
+            let token = id_token(minter, audience, "full").await;
+            let claims = verify(checker, &token, audience)
+                .await
+                .expect("valid against the other emulator's JWKS");
+            assert_eq!(claims["email"], expected);
         }
     })
     .await;

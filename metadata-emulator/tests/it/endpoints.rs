@@ -74,7 +74,7 @@ async fn root_answers_like_the_real_server_without_the_header() {
         let (status, _, body) = metadata_get(server.addr(), "/computeMetadata/v1/").await;
         assert_eq!(
             (status, body.as_str()),
-            (StatusCode::OK, "instance/\nproject/\n")
+            (StatusCode::OK, "instance/\nproject/\nuniverse/\n")
         );
     })
     .await;
@@ -210,7 +210,7 @@ async fn unknown_paths_are_not_found() {
         for path in [
             "/computeMetadata/v2/",
             "/computeMetadata/v1x",
-            "/computeMetadata/v1/instance/zone",
+            "/computeMetadata/v1/instance/hostname",
             "/computeMetadata/v1/instance/service-accounts/someone@else.com/email",
             &format!("{SA}/email/"),
             &format!("{SA}//email"),

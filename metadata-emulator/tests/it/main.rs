@@ -4,6 +4,7 @@
 //! signals.
 
 mod binary;
+mod cloud_run;
 mod end_to_end;
 mod endpoints;
 mod hosts;
