@@ -1,11 +1,9 @@
-//! Outbound HTTP: the one `reqwest::Client` a process builds, reading a
-//! response body without trusting its size (or printing it whole), and the
-//! one test of whether a URL may carry secrets over plain http.
+//! Outbound HTTP: the one `reqwest::Client` a process builds, and reading a
+//! response body without trusting its size (or printing it whole).
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::Url;
 
 /// Builds the process's HTTP client. Proxies from the environment are
 /// ignored: the metadata server must be reached directly (Google's
@@ -24,40 +22,6 @@ pub fn build(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .build()
-}
-
-/// Whether `url`'s host is this machine: `localhost` (or a name under
-/// `.localhost`), 127.0.0.0/8 or `::1` (IPv4-mapped loopback included).
-/// Plain http to such a host never leaves the machine (or the pod, for a
-/// sidecar), so secrets may travel over it in clear.
-pub fn is_loopback_host(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    // The URL parser has already normalised IP literals (`127.1` is
-    // `127.0.0.1`); IPv6 ones keep their brackets.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return is_loopback_ip(ip);
-    }
-    let name = host.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost" || name.ends_with(".localhost")
-}
-
-/// Whether a request to `url` would cross the network in clear text:
-/// `http` to a host that is not loopback.
-pub fn is_cleartext_to_remote(url: &Url) -> bool {
-    url.scheme() == "http" && !is_loopback_host(url)
-}
-
-/// Whether `ip` is a loopback address, as [`is_loopback_host`] counts them.
-pub fn is_loopback_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
 }
 
 /// The start of an upstream answer as one printable line, for logs.
@@ -112,40 +76,6 @@ mod tests {
     fn one_line_is_bounded_and_printable() {
         assert_eq!(one_line(b"  no\r\ntoken\n"), "no  token");
         assert_eq!(one_line(&[b'a'; 1000]).len(), 300);
-    }
-
-    #[test]
-    fn loopback_hosts() {
-        for url in [
-            "http://localhost/",
-            "http://LOCALHOST.:8080/",
-            "http://sidecar.localhost/",
-            "http://127.0.0.1:9/",
-            "http://127.10.20.30/",
-            "http://[::1]:8080/",
-            "http://[::ffff:127.0.0.1]/",
-        ] {
-            let url = Url::parse(url).expect(url);
-            assert!(is_loopback_host(&url), "{url}");
-            assert!(!is_cleartext_to_remote(&url), "{url}");
-        }
-        for url in [
-            "http://example.com/",
-            "http://localhost.example.com/",
-            "http://128.0.0.1/",
-            "http://10.0.0.1/",
-            "http://169.254.169.254/",
-            "http://[::2]/",
-            "http://0.0.0.0/",
-        ] {
-            let url = Url::parse(url).expect(url);
-            assert!(!is_loopback_host(&url), "{url}");
-            assert!(is_cleartext_to_remote(&url), "{url}");
-        }
-        let https = Url::parse("https://example.com/").expect("url");
-        assert!(!is_cleartext_to_remote(&https));
-        assert!(is_loopback_ip("127.0.0.2".parse().expect("ip")));
-        assert!(!is_loopback_ip("10.0.0.1".parse().expect("ip")));
     }
 
     /// A server answering every connection with `answer`; counts connections.

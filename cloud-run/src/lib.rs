@@ -6,6 +6,7 @@
 pub mod client;
 pub mod config;
 mod conn;
+pub mod headers;
 pub mod logging;
 pub mod metadata;
 pub mod response;
@@ -13,6 +14,7 @@ pub mod serve;
 pub mod single_flight;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod url;
 
 pub use config::{ConfigError, ServerConfig};
 pub use response::{Body, HttpError};

@@ -140,7 +140,7 @@ impl Config {
 #[derive(Debug, Clone)]
 pub enum Command {
     /// Serve with these settings.
-    Run(Config),
+    Run(Box<Config>),
     /// Print [`HELP`] and exit.
     Help,
 }
@@ -307,7 +307,7 @@ pub fn parse(
     if default_compute {
         config.email = default_compute_email(config.project_number());
     }
-    Ok(Command::Run(config))
+    Ok(Command::Run(Box::new(config)))
 }
 
 /// The default compute service account of the project numbered `number`.
@@ -381,7 +381,7 @@ mod tests {
             .collect();
         let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         match parse(args.iter().map(|s| s.to_string()), &lookup)? {
-            Command::Run(config) => Ok(config),
+            Command::Run(config) => Ok(*config),
             Command::Help => panic!("unexpected help"),
         }
     }

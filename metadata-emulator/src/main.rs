@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
         .and(args)
         .and_then(|args| metadata_emulator::config::parse(args, &env));
     let config = match command {
-        Ok(Command::Run(config)) => config,
+        Ok(Command::Run(config)) => *config,
         Ok(Command::Help) => {
             print!("{}", metadata_emulator::config::HELP);
             return ExitCode::SUCCESS;

@@ -2,7 +2,6 @@
 //! set, how to verify the callers' ID tokens. Checked before the port is
 //! bound; every error names its variable.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use cloud_run::{config::Lookup, ConfigError, ServerConfig};
@@ -185,32 +184,12 @@ fn list(env: Lookup<'_>, var: &'static str) -> Result<Option<Vec<String>>, Confi
 }
 
 fn jwks_url(value: &str) -> Result<Url, ConfigError> {
-    const VAR: &str = "AUTH_JWKS_URL";
-    let url = Url::parse(value)
-        .map_err(|err| ConfigError::new(VAR, format!("not an absolute URL ({err}): {value:?}")))?;
-    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-        return Err(ConfigError::new(
-            VAR,
-            format!("not an http or https URL: {value:?}"),
-        ));
-    }
     // Whoever can change the keys in transit chooses who gets in.
-    if url.scheme() == "http" && !is_loopback(&url) {
-        return Err(ConfigError::new(
-            VAR,
-            format!(
-                "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost), \
-                 as the signing keys decide who gets in; use https: {value:?}"
-            ),
-        ));
-    }
-    Ok(url)
-}
-
-fn is_loopback(url: &Url) -> bool {
-    let host = url.host_str().unwrap_or_default();
-    let ip = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || ip.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    cloud_run::url::secure_url(
+        "AUTH_JWKS_URL",
+        value,
+        "the signing keys decide who gets in",
+    )
 }
 
 fn invokers(entries: &[String]) -> Result<Invokers, ConfigError> {

@@ -106,17 +106,6 @@ impl Receiver {
     }
 }
 
-/// Builds a [`Receiver`] from `config` and serves it on `listener` until
-/// `shutdown` resolves, then drains.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
-    Receiver::new(config)?.run(listener, shutdown).await;
-    Ok(())
-}
-
 async fn handle<B>(req: Request<B>, verifier: Option<&Verifier>) -> Response<Body> {
     if let Some(response) = route_root(&req) {
         return response;

@@ -9,8 +9,10 @@ use cloud_run::{
 };
 use reqwest::Url;
 
-pub use crate::sources::TokenSource;
-use crate::{sources::IAM_CREDENTIALS_URL, token::RefreshPolicy};
+use crate::{
+    renewal::RefreshPolicy,
+    sources::{TokenSource, IAM_CREDENTIALS_URL},
+};
 
 /// Which header carries the token to the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,28 +130,9 @@ fn receiver_url(env: Lookup<'_>) -> Result<Url, ConfigError> {
     const VAR: &str = "RECEIVING_SERVICE_URL";
     let value = env(VAR)
         .ok_or_else(|| ConfigError::new(VAR, "not set; set it to the receiving service's URL"))?;
-    // A value with an `@` may hold a password: never echoed.
-    let shown = if value.contains('@') {
-        "(not shown: it has an @)".to_owned()
-    } else {
-        format!("{value:?}")
-    };
-    let url = Url::parse(&value)
-        .map_err(|err| ConfigError::new(VAR, format!("not an absolute URL ({err}): {shown}")))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        // reqwest would send them as Basic credentials beside the token.
-        return Err(ConfigError::new(
-            VAR,
-            "must not hold a user name or password (user:password@); the sender authenticates with an ID token",
-        ));
-    }
-    if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-        return Err(ConfigError::new(
-            VAR,
-            format!("not an http or https URL: {shown}"),
-        ));
-    }
-    Ok(url)
+    // The sender authenticates with an ID token; reqwest would send a user
+    // name and password as Basic credentials beside it.
+    cloud_run::url::http_url(VAR, &value)
 }
 
 /// `scheme://host[:port]`, the audience Cloud Run expects for a service URL.

@@ -13,10 +13,7 @@ use http::{header::AUTHORIZATION, HeaderMap, HeaderName, Request, Response, Stat
 use reqwest::Url;
 use tracing::{debug, warn};
 
-use crate::{
-    config::TokenHeader,
-    token::{TokenCache, TokenError},
-};
+use crate::{cache::TokenCache, config::TokenHeader, token::TokenError};
 
 /// What the sender puts before the receiver's body.
 pub const PREFIX: &str = "Response from receiving service: ";
@@ -24,9 +21,6 @@ pub const PREFIX: &str = "Response from receiving service: ";
 /// Trace headers passed on, so the receiver's logs join the caller's trace.
 /// Nothing else of the caller's request is forwarded, least of all its
 /// `Authorization`.
-const X_SERVERLESS_AUTHORIZATION: HeaderName =
-    HeaderName::from_static("x-serverless-authorization");
-
 const FORWARDED: [HeaderName; 3] = [
     HeaderName::from_static("traceparent"),
     HeaderName::from_static("tracestate"),
@@ -146,7 +140,10 @@ impl Relay {
                 request = request.header(AUTHORIZATION, token.bearer());
             }
             if self.header != TokenHeader::Authorization {
-                request = request.header(X_SERVERLESS_AUTHORIZATION, token.bearer());
+                request = request.header(
+                    cloud_run::headers::X_SERVERLESS_AUTHORIZATION,
+                    token.bearer(),
+                );
             }
         }
         let answer = request.send().await.map_err(|err| self.send_error(err))?;

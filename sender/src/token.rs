@@ -1,23 +1,15 @@
-//! ID tokens: a redacted holder, and a cache that fetches one token per
-//! audience at a time and renews it before its own `exp`.
+//! ID tokens: a redacted holder, and why one could not be had. A leaf: the
+//! sources that fetch tokens and the cache that keeps them both build on it.
 
 use std::{
     fmt,
-    sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use base64::Engine as _;
 use cloud_run::metadata::MetadataError;
-
-pub use crate::renewal::RefreshPolicy;
-use crate::{
-    renewal::{retrying, Renewal},
-    sources::Fetcher,
-};
 use http::HeaderValue;
-use tokio::sync::watch;
-use tracing::{debug, warn};
 
 /// An OIDC ID token. `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -79,7 +71,7 @@ impl IdToken {
         self.expires_at
     }
 
-    fn remaining(&self, now: SystemTime) -> Duration {
+    pub(crate) fn remaining(&self, now: SystemTime) -> Duration {
         self.expires_at.duration_since(now).unwrap_or_default()
     }
 
@@ -213,130 +205,6 @@ impl TokenError {
             Self::Refused { upstream, .. } => upstream.status >= 500,
             _ => false,
         }
-    }
-}
-
-type Outcome = Option<Result<IdToken, TokenError>>;
-
-/// The longest one token fetch may take, all its steps together.
-const FETCH_DEADLINE: Duration = Duration::from_secs(20);
-
-#[derive(Debug, Default)]
-struct State {
-    token: Option<IdToken>,
-    /// The fetch in flight, if any; every caller that needs a token waits on
-    /// this one instead of starting its own.
-    inflight: Option<watch::Receiver<Outcome>>,
-    /// When the held token is due for renewal; the pause after failures.
-    renewal: Renewal,
-}
-
-/// Tokens for one audience: at most one fetch in flight, the result shared
-/// by everyone waiting, failures not cached.
-#[derive(Debug)]
-pub struct TokenCache {
-    fetcher: Fetcher,
-    audience: String,
-    policy: RefreshPolicy,
-    state: Mutex<State>,
-}
-
-impl TokenCache {
-    /// An empty cache.
-    pub fn new(fetcher: Fetcher, audience: String, policy: RefreshPolicy) -> Arc<Self> {
-        Arc::new(Self {
-            fetcher,
-            audience,
-            policy,
-            state: Mutex::default(),
-        })
-    }
-
-    /// The metadata server, when that is where tokens come from.
-    pub fn metadata(&self) -> Option<&cloud_run::metadata::MetadataClient> {
-        match &self.fetcher {
-            Fetcher::Metadata(client) => Some(client),
-            _ => None,
-        }
-    }
-
-    /// A token valid for at least `policy.min_remaining`.
-    pub async fn get(self: &Arc<Self>) -> Result<IdToken, TokenError> {
-        let mut waiting = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let now = SystemTime::now();
-            if let Some(token) = &state.token {
-                let remaining = token.remaining(now);
-                if remaining > self.policy.min_remaining {
-                    let token = token.clone();
-                    if state.renewal.due(now, Instant::now(), &self.policy) {
-                        self.ensure_fetch(&mut state, false);
-                    }
-                    return Ok(token);
-                }
-            }
-            self.ensure_fetch(&mut state, true)
-        };
-        let outcome = match waiting.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone(),
-            Err(_) => None,
-        };
-        outcome.unwrap_or(Err(TokenError::Abandoned))
-    }
-
-    /// The in-flight fetch, started if there is none. A fetch requests wait
-    /// on retries transient failures; a background renewal does not (the
-    /// renewal policy paces those).
-    fn ensure_fetch(
-        self: &Arc<Self>,
-        state: &mut State,
-        waited_on: bool,
-    ) -> watch::Receiver<Outcome> {
-        if let Some(inflight) = &state.inflight {
-            // A fetch whose task died would leave waiters hanging forever.
-            if inflight.has_changed().is_ok() {
-                return inflight.clone();
-            }
-        }
-        let (tx, rx) = watch::channel(None);
-        state.inflight = Some(rx.clone());
-        state.renewal.started(Instant::now());
-        let cache = Arc::clone(self);
-        tokio::spawn(async move {
-            let fetch = async {
-                if waited_on {
-                    retrying(&cache.policy, || cache.fetcher.fetch(&cache.audience)).await
-                } else {
-                    cache.fetcher.fetch(&cache.audience).await
-                }
-            };
-            // Each source bounds its own calls; this bounds the whole, so a
-            // stuck fetch cannot hold every waiting request for ever.
-            let outcome = tokio::time::timeout(FETCH_DEADLINE, fetch)
-                .await
-                .unwrap_or(Err(TokenError::Timeout {
-                    endpoint: "the token source",
-                }));
-            {
-                let mut state = cache.state.lock().unwrap_or_else(PoisonError::into_inner);
-                state.inflight = None;
-                match &outcome {
-                    Ok(token) => {
-                        debug!(audience = %cache.audience, expires_at = ?token.expires_at(), "new ID token");
-                        state
-                            .renewal
-                            .succeeded(token, SystemTime::now(), &cache.policy);
-                        state.token = Some(token.clone());
-                    }
-                    Err(err) => {
-                        state.renewal.failed();
-                        warn!(audience = %cache.audience, error = %cloud_run::response::Chain(err), "ID token fetch failed");
-                    }
-                }
-            }
-            let _ = tx.send(Some(outcome));
-        });
-        rx
     }
 }
 

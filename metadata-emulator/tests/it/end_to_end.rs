@@ -47,7 +47,11 @@ async fn start_sender(receiver: SocketAddr, metadata: Option<SocketAddr>) -> Spa
     let listener = TcpListener::bind(config.server.addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     Spawned::new(addr, move |stop| async move {
-        sender::run(config, listener, stop).await.expect("sender");
+        sender::Sender::new(config)
+            .await
+            .expect("sender")
+            .run(listener, stop)
+            .await;
     })
 }
 

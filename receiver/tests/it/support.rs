@@ -32,9 +32,10 @@ pub async fn start_receiver(config: receiver::Config) -> Spawned {
     let listener = TcpListener::bind(config.server.addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     Spawned::new(addr, move |stop| async move {
-        receiver::run(config, listener, stop)
-            .await
-            .expect("receiver");
+        receiver::Receiver::new(config)
+            .expect("receiver")
+            .run(listener, stop)
+            .await;
     })
 }
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use http::StatusCode;
-use sender::token::RefreshPolicy;
+use sender::RefreshPolicy;
 use tokio::net::TcpListener;
 
 use crate::support::{

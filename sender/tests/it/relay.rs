@@ -53,9 +53,10 @@ async fn works_with_the_real_receiver() {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let _receiver = cloud_run::Spawned::new(addr, move |stop| async move {
-            receiver::run(receiver, listener, stop)
-                .await
-                .expect("receiver");
+            receiver::Receiver::new(receiver)
+                .expect("receiver")
+                .run(listener, stop)
+                .await;
         });
         let sender = start_sender(sender_config(addr, None)).await;
         let response = client()

@@ -14,7 +14,7 @@ use bytes::Bytes;
 pub use cloud_run::testing::{bounded, client, loopback as server_config, Gate};
 use cloud_run::{response::text, Body, Spawned};
 use http::{Request, Response, StatusCode};
-use sender::{token::RefreshPolicy, Config, TokenSource};
+use sender::{Config, RefreshPolicy, TokenSource};
 use tokio::{net::TcpListener, sync::Notify};
 
 /// `http://ADDR/`.
@@ -327,7 +327,11 @@ pub async fn start_sender(config: Config) -> Spawned {
     let listener = TcpListener::bind(config.server.addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     Spawned::new(addr, move |stop| async move {
-        sender::run(config, listener, stop).await.expect("sender");
+        sender::Sender::new(config)
+            .await
+            .expect("sender")
+            .run(listener, stop)
+            .await;
     })
 }
 
@@ -394,10 +398,16 @@ impl Emulator {
     /// An emulator minting tokens that live `lifetime`, as
     /// `metadata-emulator --token-lifetime` does.
     pub async fn start(lifetime: Duration) -> Self {
-        use metadata_emulator::{config, routes, Account, KeySet};
-        let account = Account::new(config::DEFAULT_EMAIL, config::DEFAULT_PROJECT_ID);
+        use metadata_emulator::{config, identity, routes, Account, KeySet};
+        let number = identity::project_number(config::DEFAULT_PROJECT_ID);
+        let account = Account::new(config::DEFAULT_EMAIL, config::DEFAULT_PROJECT_ID, number);
         let keys = KeySet::generate().expect("key");
-        let state = Arc::new(routes::State::new(account, keys, lifetime));
+        let state = Arc::new(routes::State::new(
+            account,
+            config::DEFAULT_REGION,
+            keys,
+            lifetime,
+        ));
         let identity_calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&identity_calls);
         let server = Spawned::serve(server_config(), move |req| {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use sender::token::RefreshPolicy;
+use sender::RefreshPolicy;
 
 use crate::support::{
     bounded, client, hour, root, sender_config, start_sender, Chain, Emulator, FakeMetadata,

@@ -1,24 +1,25 @@
 //! Where ID tokens come from: the metadata server on Google Cloud; off it, a
 //! service-account key or the impersonation of a service account, as
-//! Google's own libraries do. `auto` picks one the way they do.
+//! Google's own libraries do. `auto` picks one the way they do. One file per
+//! source, and `adc` for finding credential files.
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+mod adc;
+mod exchange;
+mod impersonate;
+mod key;
+mod metadata;
 
-use cloud_run::{
-    client::{read_capped, BodyError},
-    config::Lookup,
-    metadata::MetadataClient,
-    ConfigError,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use cloud_run::{config::Lookup, metadata::MetadataClient, ConfigError};
 use reqwest::Url;
-use serde::Deserialize;
 
-use crate::token::{IdToken, TokenError, Upstream, IAM_API};
+use crate::token::{IdToken, TokenError};
+use adc::{credentials_file, Credentials};
+pub use key::ServiceAccountKey;
+
+/// The Service Account Credentials API Google serves.
+pub const IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com/";
 
 /// Where the sender gets the ID tokens it presents, as settled at start-up.
 #[derive(Debug, Clone)]
@@ -38,6 +39,90 @@ pub enum TokenSource {
     },
     /// No token: for a public receiver and local runs.
     None,
+}
+
+/// Why a token source cannot be used at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// `GCE_METADATA_HOST` is unusable.
+    #[error("GCE_METADATA_HOST: not host[:port]")]
+    MetadataHost,
+    /// No credentials of the caller's own to impersonate with.
+    #[error("impersonation needs credentials of the caller's own (gcloud auth application-default login, a key, or the metadata server)")]
+    Caller(#[source] gcp_auth::Error),
+    /// Finding the caller's credentials took too long.
+    #[error("impersonation: finding the caller's own credentials took over 20 s")]
+    CallerTimeout,
+    /// The service account email does not fit in a URL.
+    #[error("IMPERSONATE_SERVICE_ACCOUNT: not usable in a URL")]
+    ImpersonateUrl,
+    /// The IAM credentials API would be called in clear text.
+    #[error("the IAM credentials API URL is plain http to {0}, which is not loopback: the caller's access token would travel in clear text; use https")]
+    IamCleartext(String),
+}
+
+/// Where the metadata server and the IAM API are, and how long to wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Endpoints<'a> {
+    pub(crate) metadata_host: &'a str,
+    pub(crate) metadata_timeout: Duration,
+    pub(crate) iam_credentials_url: &'a Url,
+    pub(crate) token_endpoint_timeout: Duration,
+}
+
+/// A [`TokenSource`] connected for fetching: with its HTTP client, and the
+/// metadata client or the caller's credentials it needs. Built once at
+/// start, by [`TokenSource::connect`].
+pub(crate) enum Connected {
+    Metadata(MetadataClient),
+    Key {
+        http: reqwest::Client,
+        key: Arc<ServiceAccountKey>,
+        timeout: Duration,
+    },
+    Impersonate {
+        http: reqwest::Client,
+        caller: Arc<dyn gcp_auth::TokenProvider>,
+        url: Url,
+        timeout: Duration,
+    },
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Metadata(client) => f.debug_tuple("Metadata").field(client).finish(),
+            Self::Key { key, .. } => f.debug_tuple("Key").field(key).finish(),
+            Self::Impersonate { url, .. } => {
+                f.debug_tuple("Impersonate").field(&url.as_str()).finish()
+            }
+        }
+    }
+}
+
+impl Connected {
+    /// A new ID token for `audience`.
+    pub(crate) async fn fetch(&self, audience: &str) -> Result<IdToken, TokenError> {
+        let jwt = match self {
+            Self::Metadata(client) => metadata::fetch(client, audience).await?,
+            Self::Key { http, key, timeout } => key.fetch(http, *timeout, audience).await?,
+            Self::Impersonate {
+                http,
+                caller,
+                url,
+                timeout,
+            } => impersonate::fetch(http, caller.as_ref(), url, *timeout, audience).await?,
+        };
+        IdToken::from_jwt(&jwt)
+    }
+
+    /// The metadata server, when tokens come from it.
+    pub(crate) fn metadata(&self) -> Option<&MetadataClient> {
+        match self {
+            Self::Metadata(client) => Some(client),
+            _ => None,
+        }
+    }
 }
 
 impl TokenSource {
@@ -136,349 +221,71 @@ impl TokenSource {
             Self::None => "none",
         }
     }
-}
 
-enum Credentials {
-    ServiceAccount(KeyFile),
-    AuthorizedUser,
-    Other(String),
-}
-
-impl Credentials {
-    fn describe(&self) -> String {
+    /// As whom tokens are fetched, when known before the first fetch.
+    pub(crate) fn identity(&self) -> &str {
         match self {
-            Self::ServiceAccount(_) => "a service account key".to_owned(),
-            Self::AuthorizedUser => "user credentials".to_owned(),
-            Self::Other(kind) => format!("{kind:?} credentials"),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct KeyFile {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    client_email: String,
-    #[serde(default)]
-    private_key_id: String,
-    #[serde(default)]
-    private_key: String,
-    #[serde(default)]
-    token_uri: String,
-}
-
-impl KeyFile {
-    /// Where the key is exchanged; refused when the signed assertion (or,
-    /// for an impersonation caller, the access token) would cross the
-    /// network in clear text.
-    fn token_uri(&self) -> Result<Url, String> {
-        let token_uri = if self.token_uri.is_empty() {
-            "https://oauth2.googleapis.com/token"
-        } else {
-            &self.token_uri
-        };
-        let url = Url::parse(token_uri)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-            .ok_or("token_uri is not an http(s) URL")?;
-        if cloud_run::client::is_cleartext_to_remote(&url) {
-            return Err(format!(
-                "token_uri is plain http to {}, which is not loopback: the signed assertion would travel in clear text; use https",
-                url.host_str().unwrap_or_default()
-            ));
-        }
-        Ok(url)
-    }
-}
-
-/// The credentials file Google's libraries would use: the one
-/// `GOOGLE_APPLICATION_CREDENTIALS` names (which must exist), else gcloud's
-/// `application_default_credentials.json` if there is one.
-fn credentials_file(env: Lookup<'_>) -> Result<Option<(PathBuf, Credentials)>, ConfigError> {
-    let (var, path) = match env("GOOGLE_APPLICATION_CREDENTIALS") {
-        Some(path) => ("GOOGLE_APPLICATION_CREDENTIALS", PathBuf::from(path)),
-        None => {
-            let dir = match (env("CLOUDSDK_CONFIG"), env("HOME")) {
-                (Some(dir), _) => PathBuf::from(dir),
-                (None, Some(home)) => Path::new(&home).join(".config/gcloud"),
-                (None, None) => return Ok(None),
-            };
-            let path = dir.join("application_default_credentials.json");
-            if !path.is_file() {
-                return Ok(None);
-            }
-            ("CLOUDSDK_CONFIG", path)
-        }
-    };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|err| ConfigError::new(var, format!("cannot read {}: {err}", path.display())))?;
-    let file: KeyFile = serde_json::from_str(&text).map_err(|_| {
-        ConfigError::new(
-            var,
-            format!("{} is not a credentials JSON file", path.display()),
-        )
-    })?;
-    let credentials = match file.kind.as_str() {
-        "service_account" => Credentials::ServiceAccount(file),
-        "authorized_user" => Credentials::AuthorizedUser,
-        other => Credentials::Other(other.to_owned()),
-    };
-    Ok(Some((path, credentials)))
-}
-
-/// A service-account key, ready to sign assertions. `Debug` shows the
-/// account, never the key.
-pub struct ServiceAccountKey {
-    client_email: String,
-    private_key_id: String,
-    key: jsonwebtoken::EncodingKey,
-    token_uri: Url,
-}
-
-impl fmt::Debug for ServiceAccountKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceAccountKey")
-            .field("client_email", &self.client_email)
-            .field("token_uri", &self.token_uri.as_str())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServiceAccountKey {
-    fn load(path: &Path, file: KeyFile) -> Result<Self, ConfigError> {
-        let problem = |what: &str| {
-            ConfigError::new(
-                "GOOGLE_APPLICATION_CREDENTIALS",
-                format!("{}: {what}", path.display()),
-            )
-        };
-        if file.client_email.is_empty() || file.private_key_id.is_empty() {
-            return Err(problem("client_email or private_key_id missing"));
-        }
-        let token_uri = file.token_uri().map_err(|what| problem(&what))?;
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(file.private_key.as_bytes())
-            .map_err(|_| problem("private_key is not an RSA private key in PEM"))?;
-        Ok(Self {
-            client_email: file.client_email,
-            private_key_id: file.private_key_id,
-            key,
-            token_uri,
-        })
-    }
-
-    /// The service account's email.
-    pub fn client_email(&self) -> &str {
-        &self.client_email
-    }
-
-    /// A JWT-bearer assertion asking `token_uri` for an ID token for `audience`.
-    fn assertion(&self, audience: &str) -> Result<String, TokenError> {
-        #[derive(serde::Serialize)]
-        struct Claims<'a> {
-            iss: &'a str,
-            sub: &'a str,
-            aud: &'a str,
-            target_audience: &'a str,
-            iat: u64,
-            exp: u64,
-        }
-        let iat = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-        header.kid = Some(self.private_key_id.clone());
-        let claims = Claims {
-            iss: &self.client_email,
-            sub: &self.client_email,
-            aud: self.token_uri.as_str(),
-            target_audience: audience,
-            iat,
-            exp: iat + 3600,
-        };
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| TokenError::Sign)
-    }
-}
-
-/// The Service Account Credentials API Google serves.
-pub const IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com/";
-
-const TOKEN_ENDPOINT: &str = "the token endpoint";
-const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
-/// Token answers are small; anything bigger is not what we asked for.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// A token source ready to fetch: HTTP client, keys and caller credentials
-/// in place.
-pub enum Fetcher {
-    /// The metadata server's identity endpoint.
-    Metadata(MetadataClient),
-    /// A key exchanged at its token endpoint.
-    Key {
-        /// The process's HTTP client.
-        http: reqwest::Client,
-        /// The key.
-        key: Arc<ServiceAccountKey>,
-        /// The longest wait for the token endpoint.
-        timeout: Duration,
-    },
-    /// `generateIdToken` on the IAM credentials API.
-    Impersonate {
-        /// The process's HTTP client.
-        http: reqwest::Client,
-        /// The caller's access tokens (gcp_auth caches them).
-        caller: Arc<dyn gcp_auth::TokenProvider>,
-        /// The `generateIdToken` URL for the impersonated account.
-        url: Url,
-        /// The longest wait for the API.
-        timeout: Duration,
-    },
-}
-
-impl fmt::Debug for Fetcher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Metadata(client) => f.debug_tuple("Metadata").field(client).finish(),
-            Self::Key { key, .. } => f.debug_tuple("Key").field(key).finish(),
-            Self::Impersonate { url, .. } => {
-                f.debug_tuple("Impersonate").field(&url.as_str()).finish()
-            }
-        }
-    }
-}
-
-impl Fetcher {
-    /// The `generateIdToken` URL for `service_account` under `base`.
-    pub fn generate_id_token_url(base: &Url, service_account: &str) -> Option<Url> {
-        base.join(&format!(
-            "v1/projects/-/serviceAccounts/{service_account}:generateIdToken"
-        ))
-        .ok()
-    }
-
-    /// A new ID token for `audience`.
-    pub async fn fetch(&self, audience: &str) -> Result<IdToken, TokenError> {
-        let jwt = match self {
-            Self::Metadata(client) => client
-                .identity_token(audience)
-                .await
-                .map_err(|err| TokenError::Metadata(Arc::new(err)))?,
-            Self::Key { http, key, timeout } => {
-                #[derive(Deserialize)]
-                struct Answer {
-                    id_token: String,
-                }
-                let assertion = key.assertion(audience)?;
-                let request = http.post(key.token_uri.clone()).timeout(*timeout).form(&[
-                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                    ("assertion", assertion.as_str()),
-                ]);
-                let answer: Answer = exchange(request, TOKEN_ENDPOINT).await?;
-                answer.id_token
-            }
+            Self::ServiceAccountKey(key) => key.client_email(),
             Self::Impersonate {
-                http,
-                caller,
-                url,
-                timeout,
-            } => {
-                #[derive(Deserialize)]
-                struct Answer {
-                    token: String,
-                }
-                // gcp_auth's own HTTP client has no timeout.
-                let access = tokio::time::timeout(*timeout, caller.token(&[CLOUD_PLATFORM]))
-                    .await
-                    .map_err(|_| TokenError::Timeout {
-                        endpoint: "the caller's credentials",
-                    })?
-                    .map_err(|err| TokenError::Caller(Arc::new(err)))?;
-                let request = http
-                    .post(url.clone())
-                    .timeout(*timeout)
-                    .bearer_auth(access.as_str())
-                    .json(&serde_json::json!({ "audience": audience, "includeEmail": true }));
-                let answer: Answer = exchange(request, IAM_API).await?;
-                answer.token
-            }
-        };
-        IdToken::from_jwt(&jwt)
-    }
-}
-
-/// Sends a token request and reads its JSON answer; an error answer becomes
-/// a `Refused` carrying the endpoint's own reason (for the log).
-async fn exchange<T: serde::de::DeserializeOwned>(
-    request: reqwest::RequestBuilder,
-    endpoint: &'static str,
-) -> Result<T, TokenError> {
-    let failed = |err: reqwest::Error| {
-        if err.is_timeout() {
-            TokenError::Timeout { endpoint }
-        } else {
-            TokenError::Unreachable {
-                endpoint,
-                source: Arc::new(err),
-            }
+                service_account, ..
+            } => service_account,
+            Self::Metadata => "the instance's service account",
+            Self::None => "nobody",
         }
-    };
-    let response = request.send().await.map_err(failed)?;
-    let status = response.status();
-    let body = read_capped(response, MAX_ANSWER_BYTES)
-        .await
-        .map_err(|err| match err {
-            BodyError::Read(err) => failed(err),
-            BodyError::TooLarge(_) => TokenError::Malformed("answer too large"),
-        })?;
-    if !status.is_success() {
-        return Err(TokenError::Refused {
-            endpoint,
-            upstream: Upstream {
-                status: status.as_u16(),
-                reason: refusal_reason(&body),
-            },
-        });
     }
-    serde_json::from_slice(&body)
-        .map_err(|_| TokenError::Malformed("answer is not the expected JSON"))
-}
 
-/// The reason an endpoint gave: OAuth's `error`/`error_description`, or
-/// Google API's `error.message`, else the start of its body; one line.
-fn refusal_reason(body: &[u8]) -> String {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Reason {
-        OAuth {
-            error: String,
-            error_description: Option<String>,
-        },
-        Api {
-            error: ApiError,
-        },
+    /// Connects the source for fetching; `None` for [`TokenSource::None`].
+    /// Async because finding the caller's credentials for impersonation may
+    /// ask the metadata server.
+    pub(crate) async fn connect(
+        &self,
+        http: &reqwest::Client,
+        endpoints: Endpoints<'_>,
+    ) -> Result<Option<Connected>, SourceError> {
+        Ok(Some(match self {
+            Self::None => return Ok(None),
+            Self::Metadata => Connected::Metadata(
+                MetadataClient::new(
+                    endpoints.metadata_host,
+                    http.clone(),
+                    endpoints.metadata_timeout,
+                )
+                .ok_or(SourceError::MetadataHost)?,
+            ),
+            Self::ServiceAccountKey(key) => Connected::Key {
+                http: http.clone(),
+                key: Arc::clone(key),
+                timeout: endpoints.token_endpoint_timeout,
+            },
+            Self::Impersonate {
+                service_account,
+                caller_key,
+            } => {
+                let iam = endpoints.iam_credentials_url;
+                if cloud_run::url::is_cleartext_to_remote(iam) {
+                    return Err(SourceError::IamCleartext(
+                        iam.host_str().unwrap_or_default().to_owned(),
+                    ));
+                }
+                Connected::Impersonate {
+                    http: http.clone(),
+                    caller: impersonate::caller(caller_key.as_deref()).await?,
+                    url: impersonate::generate_id_token_url(iam, service_account)
+                        .ok_or(SourceError::ImpersonateUrl)?,
+                    timeout: endpoints.token_endpoint_timeout,
+                }
+            }
+        }))
     }
-    #[derive(Deserialize)]
-    struct ApiError {
-        message: String,
-    }
-    let given = match serde_json::from_slice::<Reason>(body) {
-        Ok(Reason::OAuth {
-            error,
-            error_description: Some(description),
-        }) => format!("{error}: {description}"),
-        Ok(Reason::OAuth { error, .. }) => error,
-        Ok(Reason::Api { error }) => error.message,
-        Err(_) => return cloud_run::client::one_line(body),
-    };
-    // One line, bounded: it ends up in a log line.
-    cloud_run::client::one_line(given.as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::{Upstream, IAM_API};
     use cloud_run::testing::env;
+    use key::TOKEN_ENDPOINT;
+    use std::path::Path;
 
     /// A fresh directory for one test's files.
     fn scratch(name: &str) -> PathBuf {
@@ -606,24 +413,6 @@ mod tests {
         let err = TokenSource::from_env(&env(&[("GOOGLE_APPLICATION_CREDENTIALS", &path)]))
             .expect_err("not json");
         assert_eq!(err.var, "GOOGLE_APPLICATION_CREDENTIALS");
-    }
-
-    #[test]
-    fn refusal_reasons() {
-        let oauth = br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#;
-        assert_eq!(
-            refusal_reason(oauth),
-            "invalid_grant: Invalid JWT Signature."
-        );
-        let api = br#"{"error":{"code":403,"message":"Permission denied"}}"#;
-        assert_eq!(refusal_reason(api), "Permission denied");
-        assert_eq!(refusal_reason(b"<html>"), "<html>");
-        let long = format!(
-            r#"{{"error":"x","error_description":"{}\n"}}"#,
-            "a".repeat(1000)
-        );
-        let reason = refusal_reason(long.as_bytes());
-        assert!(reason.len() <= 300 && !reason.contains('\n'));
     }
 
     #[test]

@@ -1,0 +1,131 @@
+//! The ID token cache: one token per audience, at most one fetch in flight
+//! (its result shared by everyone waiting), renewed in the background before
+//! its own `exp` as `renewal` decides, failures never cached.
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
+
+use cloud_run::{
+    metadata::MetadataClient,
+    single_flight::{SingleFlight, Waiter},
+};
+use tracing::{debug, warn};
+
+use crate::{
+    renewal::{retrying, RefreshPolicy, Renewal},
+    sources::Connected,
+    token::{IdToken, TokenError},
+};
+
+/// The longest one token fetch may take, all its steps together.
+const FETCH_DEADLINE: Duration = Duration::from_secs(20);
+
+type Outcome = Result<IdToken, TokenError>;
+
+#[derive(Debug, Default)]
+struct State {
+    token: Option<IdToken>,
+    /// Every caller that needs a token waits on the fetch in flight instead
+    /// of starting its own.
+    flight: SingleFlight<Outcome>,
+    /// When the held token is due for renewal; the pause after failures.
+    renewal: Renewal,
+}
+
+/// Tokens for one audience from one source.
+#[derive(Debug)]
+pub(crate) struct TokenCache {
+    source: Connected,
+    audience: String,
+    policy: RefreshPolicy,
+    state: Mutex<State>,
+}
+
+impl TokenCache {
+    /// An empty cache.
+    pub(crate) fn new(source: Connected, audience: String, policy: RefreshPolicy) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            audience,
+            policy,
+            state: Mutex::default(),
+        })
+    }
+
+    /// The metadata server, when that is where tokens come from.
+    pub(crate) fn metadata(&self) -> Option<&MetadataClient> {
+        self.source.metadata()
+    }
+
+    /// A token valid for at least `policy.min_remaining`.
+    pub(crate) async fn get(self: &Arc<Self>) -> Result<IdToken, TokenError> {
+        let waiter = {
+            let mut state = self.lock();
+            let now = SystemTime::now();
+            if let Some(token) = &state.token {
+                if token.remaining(now) > self.policy.min_remaining {
+                    let token = token.clone();
+                    if state.renewal.due(now, Instant::now(), &self.policy) {
+                        self.fetch(&mut state, false);
+                    }
+                    return Ok(token);
+                }
+            }
+            self.fetch(&mut state, true)
+        };
+        // The fetch bounds itself (FETCH_DEADLINE); a fetch that vanished
+        // (its runtime shutting down) releases its waiters.
+        waiter
+            .wait(None)
+            .await
+            .unwrap_or(Err(TokenError::Abandoned))
+    }
+
+    /// Joins the fetch in flight, or starts one. A fetch requests wait on
+    /// retries transient failures; a background renewal does not (the
+    /// renewal policy paces those).
+    fn fetch(self: &Arc<Self>, state: &mut State, waited_on: bool) -> Waiter<Outcome> {
+        let renewal = &mut state.renewal;
+        state.flight.join_or_start(|landing| {
+            renewal.started(Instant::now());
+            let cache = Arc::clone(self);
+            tokio::spawn(async move {
+                let fetch = async {
+                    if waited_on {
+                        retrying(&cache.policy, || cache.source.fetch(&cache.audience)).await
+                    } else {
+                        cache.source.fetch(&cache.audience).await
+                    }
+                };
+                // Each source bounds its own calls; this bounds the whole, so
+                // a stuck fetch cannot hold every waiting request for ever.
+                let outcome = tokio::time::timeout(FETCH_DEADLINE, fetch)
+                    .await
+                    .unwrap_or(Err(TokenError::Timeout {
+                        endpoint: "the token source",
+                    }));
+                let mut state = cache.lock();
+                match &outcome {
+                    Ok(token) => {
+                        debug!(audience = %cache.audience, expires_at = ?token.expires_at(), "new ID token");
+                        state
+                            .renewal
+                            .succeeded(token, SystemTime::now(), &cache.policy);
+                        state.token = Some(token.clone());
+                    }
+                    Err(err) => {
+                        state.renewal.failed();
+                        warn!(audience = %cache.audience, error = %cloud_run::response::Chain(err), "ID token fetch failed");
+                    }
+                }
+                landing.land(&mut state.flight, outcome);
+            });
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
