@@ -12,7 +12,7 @@ mod tokens;
 
 use std::{path::PathBuf, process::ExitCode};
 
-use receiver::{config::GOOGLE_ISSUERS, Clock};
+use id_token::{Clock, GOOGLE_ISSUERS};
 use serde_json::json;
 
 fn main() -> ExitCode {

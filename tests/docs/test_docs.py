@@ -13,7 +13,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # The crates whose variables docs/configuration.md documents, by its heading.
 SECTIONS = {
     "cloud-run": "Every service",
-    "receiver": "Receiver",
+    "id-token": "Receiver",
     "sender": "Sender",
 }
 

@@ -8,7 +8,7 @@ use std::{
 };
 
 use http::StatusCode;
-use receiver::verify::STRIPPED_REASON;
+use id_token::STRIPPED_REASON;
 use tokio::task::JoinSet;
 
 use crate::{

@@ -12,7 +12,8 @@ use std::{
 pub use cloud_run::testing::{bounded, client, Gate};
 use cloud_run::{response::text, Body, ServerConfig, Spawned};
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use receiver::{AuthConfig, Clock, Invokers, KeyCache, Receiver};
+use id_token::KeyCache;
+use receiver::{AuthConfig, Clock, Invokers, Receiver};
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::Notify};
 

@@ -13,7 +13,7 @@ use aws_lc_rs::{
     signature::{self, KeyPair as _},
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
-use receiver::verify::STRIPPED_REASON;
+use id_token::STRIPPED_REASON;
 use serde_json::{json, Value};
 
 /// The receiver's audience in the token set.

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use http::{header, StatusCode, Version};
-use receiver::{verify::STRIPPED_REASON, HELLO};
+use id_token::STRIPPED_REASON;
+use receiver::HELLO;
 
 use crate::{
     support::{auth_config, bounded, client, error_description, now, url, FakeJwks, Verifying},

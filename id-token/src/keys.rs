@@ -7,13 +7,14 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, SystemTime},
 };
 
 use cloud_run::{
     client::{read_capped, BodyError},
     response::Chain,
+    single_flight::{SingleFlight, Waiter},
 };
 use http::{header, HeaderMap, StatusCode};
 use jsonwebtoken::DecodingKey;
@@ -73,7 +74,7 @@ impl KeyPolicy {
 
 /// Why the keys could not be fetched.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub enum KeyFetchError {
     /// No connection could be made.
     #[error("key endpoint unreachable")]
     Unreachable(#[source] reqwest::Error),
@@ -92,16 +93,19 @@ pub enum KeyError {
     /// The JWKS holds no RSA signing key with a `kid`.
     #[error("key set holds no usable RS256 key")]
     NoUsableKeys,
+    /// The fetch ended without an answer (the runtime is shutting down).
+    #[error("key fetch abandoned")]
+    Abandoned,
 }
 
 /// One fetched key set.
 #[derive(Debug)]
-pub struct KeySet {
+pub struct VerifyingKeys {
     keys: HashMap<String, DecodingKey>,
     lifetime: Duration,
 }
 
-impl KeySet {
+impl VerifyingKeys {
     /// The key with this `kid`.
     pub fn get(&self, kid: &str) -> Option<&DecodingKey> {
         self.keys.get(kid)
@@ -121,7 +125,7 @@ impl KeySet {
 /// Parses a JWKS, keeping the RSA keys usable for RS256 signatures. Other
 /// keys (other types, algorithms or uses, no `kid`) are skipped, not errors:
 /// a key set may carry keys for other purposes.
-pub fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<KeySet, KeyError> {
+pub fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<VerifyingKeys, KeyFetchError> {
     #[derive(serde::Deserialize)]
     struct Jwks {
         keys: Vec<serde_json::Value>,
@@ -136,7 +140,7 @@ pub fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<KeySet, KeyError> {
         n: Option<String>,
         e: Option<String>,
     }
-    let jwks: Jwks = serde_json::from_slice(body).map_err(KeyError::NotJwks)?;
+    let jwks: Jwks = serde_json::from_slice(body).map_err(KeyFetchError::NotJwks)?;
     let mut keys = HashMap::new();
     for value in jwks.keys {
         let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
@@ -153,9 +157,9 @@ pub fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<KeySet, KeyError> {
         }
     }
     if keys.is_empty() {
-        return Err(KeyError::NoUsableKeys);
+        return Err(KeyFetchError::NoUsableKeys);
     }
-    Ok(KeySet { keys, lifetime })
+    Ok(VerifyingKeys { keys, lifetime })
 }
 
 /// How long an answer stays fresh: `Cache-Control: max-age` less `Age`
@@ -184,7 +188,7 @@ pub fn freshness(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// What a fetch came to: the new keys' lifetime, or why there are none.
-type Outcome = Result<Duration, Arc<KeyError>>;
+type Outcome = Result<Duration, Arc<KeyFetchError>>;
 
 /// The keys a request gets after asking for a refetch.
 #[derive(Debug)]
@@ -192,18 +196,18 @@ pub enum OnDemand {
     /// Keys the endpoint served since the refetch asked for (by this
     /// request or, when rate-limited, an earlier one) began: a key they
     /// lack is unknown to the endpoint.
-    Current(Arc<KeySet>),
+    Current(Arc<VerifyingKeys>),
     /// The refetch failed, or was rate-limited after one that failed: the
     /// keys held, if any, may lack a key rotated in since they were fetched.
-    Unconfirmed(Option<Arc<KeySet>>),
+    Unconfirmed(Option<Arc<VerifyingKeys>>),
 }
 
 #[derive(Debug, Default)]
 struct State {
-    keys: Option<Arc<KeySet>>,
-    /// The fetch in flight; everyone who needs fresh keys waits on it
-    /// rather than starting another.
-    inflight: Option<watch::Receiver<Option<Outcome>>>,
+    keys: Option<Arc<VerifyingKeys>>,
+    /// Everyone who needs fresh keys waits on the fetch in flight rather
+    /// than starting another.
+    flight: SingleFlight<Outcome>,
     /// When the last fetch asked for by a request (not the background) began.
     last_on_demand: Option<SystemTime>,
     /// Successful fetches so far.
@@ -244,7 +248,7 @@ impl KeyCache {
     }
 
     /// The keys held now, if any were ever fetched.
-    pub fn current(&self) -> Option<Arc<KeySet>> {
+    pub fn current(&self) -> Option<Arc<VerifyingKeys>> {
         self.lock().keys.clone()
     }
 
@@ -254,24 +258,21 @@ impl KeyCache {
     }
 
     /// Fetches the keys now, or joins the fetch already in flight.
-    pub async fn refresh(self: &Arc<Self>) -> Result<Duration, Arc<KeyError>> {
-        let inflight = {
-            let mut state = self.lock();
-            self.ensure_fetch(&mut state)
-        };
-        wait(inflight).await
+    pub async fn refresh(self: &Arc<Self>) -> Result<Duration, Arc<KeyFetchError>> {
+        let waiter = self.fetch(&mut self.lock());
+        wait(waiter).await
     }
 
     /// For a request whose token names a key not held (or while no keys
     /// are held): the keys after joining the fetch in flight or starting
     /// one, if the rate limit allows, and whether they are the endpoint's
     /// current set.
-    pub async fn refresh_on_demand(self: &Arc<Self>) -> OnDemand {
-        let inflight = {
+    pub(crate) async fn refresh_on_demand(self: &Arc<Self>) -> OnDemand {
+        let waiter = {
             let mut state = self.lock();
-            match &state.inflight {
-                Some(inflight) if inflight.has_changed().is_ok() => inflight.clone(),
-                _ => {
+            match state.flight.join() {
+                Some(waiter) => waiter,
+                None => {
                     let now = self.clock.now();
                     let limited = state.last_on_demand.is_some_and(|last| {
                         // A clock stepped backwards does not block refetches.
@@ -290,11 +291,11 @@ impl KeyCache {
                     }
                     state.last_on_demand = Some(now);
                     state.loaded_at_on_demand = state.loaded;
-                    self.ensure_fetch(&mut state)
+                    self.fetch(&mut state)
                 }
             }
         };
-        let outcome = wait(inflight).await;
+        let outcome = wait(waiter).await;
         match (outcome, self.current()) {
             (Ok(_), Some(keys)) => OnDemand::Current(keys),
             (_, keys) => OnDemand::Unconfirmed(keys),
@@ -329,27 +330,18 @@ impl KeyCache {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The fetch in flight, started if there is none.
-    fn ensure_fetch(self: &Arc<Self>, state: &mut State) -> watch::Receiver<Option<Outcome>> {
-        if let Some(inflight) = &state.inflight {
-            // A fetch whose task died would leave its waiters hanging.
-            if inflight.has_changed().is_ok() {
-                return inflight.clone();
-            }
-        }
-        let (tx, rx) = watch::channel(None);
-        state.inflight = Some(rx.clone());
-        let cache = Arc::clone(self);
-        tokio::spawn(async move {
-            let fetched = cache.fetch().await;
-            let outcome = {
+    /// Joins the fetch in flight, or starts one.
+    fn fetch(self: &Arc<Self>, state: &mut State) -> Waiter<Outcome> {
+        state.flight.join_or_start(|landing| {
+            let cache = Arc::clone(self);
+            tokio::spawn(async move {
+                let fetched = cache.fetch_keys().await;
                 let mut state = cache.lock();
-                state.inflight = None;
-                match fetched {
+                let outcome = match fetched {
                     Ok(set) => {
                         let lifetime = set.lifetime();
                         let changed = state
@@ -363,6 +355,7 @@ impl KeyCache {
                         }
                         state.keys = Some(Arc::new(set));
                         state.loaded += 1;
+                        cache.loaded.send_replace(state.loaded);
                         Ok(lifetime)
                     }
                     Err(err) => {
@@ -374,17 +367,13 @@ impl KeyCache {
                         );
                         Err(Arc::new(err))
                     }
-                }
-            };
-            if outcome.is_ok() {
-                cache.loaded.send_modify(|count| *count += 1);
-            }
-            let _ = tx.send(Some(outcome));
-        });
-        rx
+                };
+                landing.land(&mut state.flight, outcome);
+            });
+        })
     }
 
-    async fn fetch(&self) -> Result<KeySet, KeyError> {
+    async fn fetch_keys(&self) -> Result<VerifyingKeys, KeyFetchError> {
         let timed_out = |err: &reqwest::Error| err.is_timeout();
         let response = self
             .http
@@ -394,31 +383,32 @@ impl KeyCache {
             .await
             .map_err(|err| {
                 if timed_out(&err) {
-                    KeyError::Timeout
+                    KeyFetchError::Timeout
                 } else {
-                    KeyError::Unreachable(err)
+                    KeyFetchError::Unreachable(err)
                 }
             })?;
         if !response.status().is_success() {
-            return Err(KeyError::Status(response.status()));
+            return Err(KeyFetchError::Status(response.status()));
         }
         let lifetime = freshness(response.headers()).unwrap_or(self.policy.default_lifetime);
         let body = read_capped(response, self.policy.max_bytes)
             .await
             .map_err(|err| match err {
-                BodyError::Read(e) if timed_out(&e) => KeyError::Timeout,
-                err => KeyError::Body(err),
+                BodyError::Read(e) if timed_out(&e) => KeyFetchError::Timeout,
+                err => KeyFetchError::Body(err),
             })?;
         parse_jwks(&body, lifetime)
     }
 }
 
-async fn wait(mut inflight: watch::Receiver<Option<Outcome>>) -> Outcome {
-    match inflight.wait_for(Option::is_some).await {
-        Ok(outcome) => outcome.clone().unwrap_or(Err(Arc::new(KeyError::Timeout))),
-        // The fetch task is gone (the runtime is shutting down).
-        Err(_) => Err(Arc::new(KeyError::Timeout)),
-    }
+async fn wait(waiter: Waiter<Outcome>) -> Outcome {
+    // Each fetch is bounded by `fetch_timeout`; one that vanished (its
+    // runtime shutting down) releases its waiters.
+    waiter
+        .wait(None)
+        .await
+        .unwrap_or_else(|_| Err(Arc::new(KeyFetchError::Abandoned)))
 }
 
 #[cfg(test)]
@@ -497,18 +487,18 @@ mod tests {
     fn not_a_usable_jwks() {
         assert!(matches!(
             parse_jwks(b"{\"keys\":[]}", Duration::ZERO),
-            Err(KeyError::NoUsableKeys)
+            Err(KeyFetchError::NoUsableKeys)
         ));
         assert!(matches!(
             parse_jwks(
                 b"{\"kid1\":\"-----BEGIN CERTIFICATE-----\"}",
                 Duration::ZERO
             ),
-            Err(KeyError::NotJwks(_))
+            Err(KeyFetchError::NotJwks(_))
         ));
         assert!(matches!(
             parse_jwks(b"<html>", Duration::ZERO),
-            Err(KeyError::NotJwks(_))
+            Err(KeyFetchError::NotJwks(_))
         ));
     }
 }

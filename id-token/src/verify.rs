@@ -11,6 +11,7 @@ use std::{
 };
 
 use cloud_run::{
+    headers::{SIGNATURE_REMOVED, X_SERVERLESS_AUTHORIZATION},
     response::{error, HttpError},
     Body,
 };
@@ -21,13 +22,8 @@ use serde_json::{Map, Value};
 use crate::{
     clock::Clock,
     config::{AuthConfig, Invokers},
-    keys::{KeyCache, KeySet, OnDemand},
+    keys::{KeyCache, VerifyingKeys, OnDemand},
 };
-
-/// The header Cloud Run reads a token from before `Authorization`, and
-/// leaves to the app when both are sent.
-pub const X_SERVERLESS_AUTHORIZATION: HeaderName =
-    HeaderName::from_static("x-serverless-authorization");
 
 /// Longest token looked at; Google's are about 1 KB. Anything longer is
 /// refused before it is decoded.
@@ -39,9 +35,6 @@ pub const RETRY_AFTER_SECONDS: u64 = 10;
 
 /// The protection space named in `WWW-Authenticate`.
 pub const REALM: &str = "receiver";
-
-/// What Cloud Run puts in place of the signature of a token it has checked.
-pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
 
 /// The reason given for a token whose signature Cloud Run removed.
 pub const STRIPPED_REASON: &str = "Cloud Run already checked this token and removed its signature, \
@@ -238,7 +231,7 @@ impl Verifier {
     }
 
     /// The key named `kid`, with the key set it came from.
-    async fn key(&self, kid: &str) -> Result<(DecodingKey, Arc<KeySet>), AuthError> {
+    async fn key(&self, kid: &str) -> Result<(DecodingKey, Arc<VerifyingKeys>), AuthError> {
         const UNKNOWN: AuthError = AuthError::Invalid("unknown signing key (kid)");
         let held = self.keys.current();
         if let Some(keys) = &held {
@@ -341,7 +334,7 @@ struct SignedTokens(Mutex<SignedState>);
 
 #[derive(Debug, Default)]
 struct SignedState {
-    keys: Option<Arc<KeySet>>,
+    keys: Option<Arc<VerifyingKeys>>,
     payloads: HashMap<Box<str>, Map<String, Value>>,
 }
 
@@ -349,7 +342,7 @@ struct SignedState {
 const MAX_SIGNED_TOKENS: usize = 1024;
 
 impl SignedTokens {
-    fn lookup(&self, token: &str, keys: Option<Arc<KeySet>>) -> Option<Map<String, Value>> {
+    fn lookup(&self, token: &str, keys: Option<Arc<VerifyingKeys>>) -> Option<Map<String, Value>> {
         let state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let same_keys = matches!((&state.keys, &keys), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
         if !same_keys {
@@ -358,7 +351,7 @@ impl SignedTokens {
         state.payloads.get(token).cloned()
     }
 
-    fn remember(&self, token: &str, payload: &Map<String, Value>, keys: Arc<KeySet>) {
+    fn remember(&self, token: &str, payload: &Map<String, Value>, keys: Arc<VerifyingKeys>) {
         let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let same_keys = state
             .keys
