@@ -13,7 +13,7 @@ use std::{
     io,
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
         Arc, Mutex,
     },
     task::{Context, Poll},
@@ -77,6 +77,11 @@ pub(crate) struct Timeouts {
 pub(crate) struct ConnState {
     word: AtomicU64,
     base: Instant,
+    /// Responses the handler has produced that hyper has not sent whole.
+    responding: AtomicU32,
+    /// Milliseconds since `base` of the last write while a response was
+    /// waiting, or of when the first of them became ready.
+    progress_ms: AtomicU64,
     /// Woken when the registry sheds this connection.
     pub shed: Notify,
 }
@@ -87,6 +92,8 @@ impl ConnState {
         let state = Self {
             word: AtomicU64::new(0),
             base,
+            responding: AtomicU32::new(0),
+            progress_ms: AtomicU64::new(0),
             shed: Notify::new(),
         };
         state
@@ -178,6 +185,34 @@ impl ConnState {
         });
     }
 
+    /// A response is ready to go out: from now on the peer must keep
+    /// taking it (an HTTP/2 peer could otherwise hold the stream, and so the
+    /// connection, for ever by granting no flow-control window).
+    fn response_ready(&self) {
+        if self.responding.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.progress_ms.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    fn response_done(&self) {
+        self.responding.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Bytes went out: progress, if a response is waiting.
+    #[inline]
+    fn wrote(&self) {
+        if self.responding.load(Ordering::Relaxed) != 0 {
+            self.progress_ms.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    /// Since when a ready response has waited for the peer without a byte
+    /// going out; `None` when no response is waiting.
+    pub fn stalled_since(&self) -> Option<Instant> {
+        (self.responding.load(Ordering::Acquire) != 0)
+            .then(|| self.base + Duration::from_millis(self.progress_ms.load(Ordering::Acquire)))
+    }
+
     /// The deadline of the current phase, and the phase: `None` while busy.
     pub fn deadline(&self, timeouts: Timeouts) -> (Phase, Option<Instant>) {
         let (phase, since) = self.phase();
@@ -193,19 +228,34 @@ impl ConnState {
 /// Decrements the connection's requests in flight when dropped, i.e. when
 /// hyper has taken the whole response body or the request was abandoned.
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<ConnState>);
+pub(crate) struct InFlight {
+    state: Arc<ConnState>,
+    responding: bool,
+}
 
 impl InFlight {
     /// Counts a request that has just reached the handler.
     pub fn start(state: &Arc<ConnState>) -> Self {
         state.request_started();
-        Self(state.clone())
+        Self {
+            state: state.clone(),
+            responding: false,
+        }
+    }
+
+    /// The handler has produced its response.
+    fn response_ready(&mut self) {
+        self.responding = true;
+        self.state.response_ready();
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.request_finished();
+        if self.responding {
+            self.state.response_done();
+        }
+        self.state.request_finished();
     }
 }
 
@@ -218,7 +268,8 @@ pub struct Tracked<B> {
 }
 
 impl<B> Tracked<B> {
-    pub(crate) fn new(body: B, in_flight: InFlight) -> Self {
+    pub(crate) fn new(body: B, mut in_flight: InFlight) -> Self {
+        in_flight.response_ready();
         Self {
             body,
             _in_flight: in_flight,
@@ -269,8 +320,9 @@ enum Sniff {
 }
 
 /// A connection's socket, telling its [`ConnState`] when a request head
-/// begins and when an HTTP/2 connection is established. Reads cost one
-/// atomic load beyond the socket's own work; writes nothing.
+/// begins, when an HTTP/2 connection is established, and when a waiting
+/// response makes progress. Reads and writes cost one atomic load beyond
+/// the socket's own work.
 #[derive(Debug)]
 pub(crate) struct Watched<T> {
     io: T,
@@ -357,7 +409,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.wrote();
+        }
+        poll
     }
 
     fn poll_write_vectored(
@@ -365,7 +421,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.state.wrote();
+        }
+        poll
     }
 
     fn is_write_vectored(&self) -> bool {

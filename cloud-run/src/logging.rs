@@ -40,12 +40,20 @@ impl LogFormat {
         match env("LOG_FORMAT").as_deref() {
             Some("json") => Ok(Self::Json),
             Some("text") => Ok(Self::Text),
-            None if env("K_SERVICE").is_some() => Ok(Self::Json),
-            None => Ok(Self::Text),
+            None => Ok(Self::default_for(env)),
             Some(other) => Err(ConfigError::new(
                 "LOG_FORMAT",
                 format!("expected json or text, got {other:?}"),
             )),
+        }
+    }
+
+    /// JSON on Cloud Run (`K_SERVICE` set), text elsewhere.
+    fn default_for(env: Lookup<'_>) -> Self {
+        if env("K_SERVICE").is_some() {
+            Self::Json
+        } else {
+            Self::Text
         }
     }
 }
@@ -76,12 +84,10 @@ pub fn init(env: Lookup<'_>) -> Result<(), ConfigError> {
             .clone()
             .unwrap_or_else(|_| Targets::new().with_default(Level::INFO)),
     );
-    let text_default = if env("K_SERVICE").is_some() {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
-    };
-    match format.clone().unwrap_or(text_default) {
+    match format
+        .clone()
+        .unwrap_or_else(|_| LogFormat::default_for(env))
+    {
         LogFormat::Json => registry.with(CloudLogging::new(std::io::stdout)).init(),
         LogFormat::Text => registry
             .with(

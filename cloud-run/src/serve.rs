@@ -61,8 +61,8 @@ pub async fn serve<H, F>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        // PINGs notice a dead peer while a stream is open; an idle
-        // connection is closed by the idle timeout anyway.
+        // PINGs (hyper sends them on idle connections too) notice a dead
+        // peer sooner than the idle timeout would.
         .keep_alive_interval(Some(timeouts.idle.min(Duration::from_secs(60))))
         .keep_alive_timeout(timeouts.idle.min(Duration::from_secs(20)))
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
@@ -126,9 +126,7 @@ pub async fn serve<H, F>(
             handler: handler.clone(),
             conn: state.clone(),
         };
-        let conn = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
+        let conn = builder.serve_connection(io, service).into_owned();
         let draining = draining.clone();
         tokio::spawn(async move {
             drive(conn, &state, timeouts, draining, peer).await;
@@ -151,12 +149,8 @@ pub async fn serve<H, F>(
     }
 }
 
-type Connection<H> = auto::UpgradeableConnection<
-    'static,
-    TokioIo<Watched<TcpStream>>,
-    HandlerService<H>,
-    TokioExecutor,
->;
+type Connection<H> =
+    auto::Connection<'static, TokioIo<Watched<TcpStream>>, HandlerService<H>, TokioExecutor>;
 
 /// Runs one connection to its end, closing it when a phase outlives its
 /// timeout, when the registry sheds it, or (gracefully) on shutdown.
@@ -191,7 +185,13 @@ async fn drive<H, F>(
             }
             () = &mut wake => false,
             () = state.shed.notified() => true,
-            _ = draining.changed(), if !drain_seen => {
+            _ = draining.changed() => {
+                // The second change is the serve loop returning (its sender
+                // dropped): the grace period is over.
+                if drain_seen {
+                    debug!(%peer, "grace period over: dropping the connection");
+                    return;
+                }
                 drain_seen = true;
                 true
             }
@@ -210,7 +210,20 @@ async fn drive<H, F>(
             conn.as_mut().graceful_shutdown();
             closing = Some(now);
         }
-        let mut next = deadline.map_or(now + recheck, |d| d.min(now + recheck));
+        // A response the peer takes none of (an HTTP/2 peer granting no
+        // window, an HTTP/1 peer not reading) must not hold the connection.
+        let stalled = state.stalled_since().map(|since| since + timeouts.header);
+        if stalled.is_some_and(|d| d <= now) {
+            debug!(%peer, "a response not taken by the peer within HEADER_TIMEOUT: closing");
+            return;
+        }
+        // A deadline already passed has been acted on above; waking for it
+        // again would spin.
+        let mut next = [deadline, stalled]
+            .into_iter()
+            .flatten()
+            .filter(|d| *d > now)
+            .fold(now + recheck, Instant::min);
         if let Some(since) = closing {
             // A peer that answers neither GOAWAY nor PING must not hold the
             // connection; one with a request in flight may finish it.

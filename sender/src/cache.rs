@@ -87,9 +87,7 @@ impl TokenCache {
     /// retries transient failures; a background renewal does not (the
     /// renewal policy paces those).
     fn fetch(self: &Arc<Self>, state: &mut State, waited_on: bool) -> Waiter<Outcome> {
-        let renewal = &mut state.renewal;
         state.flight.join_or_start(|landing| {
-            renewal.started(Instant::now());
             let cache = Arc::clone(self);
             tokio::spawn(async move {
                 let fetch = async {
@@ -110,13 +108,16 @@ impl TokenCache {
                 match &outcome {
                     Ok(token) => {
                         debug!(audience = %cache.audience, expires_at = ?token.expires_at(), "new ID token");
-                        state
-                            .renewal
-                            .succeeded(token, SystemTime::now(), &cache.policy);
+                        state.renewal.succeeded(
+                            token,
+                            SystemTime::now(),
+                            Instant::now(),
+                            &cache.policy,
+                        );
                         state.token = Some(token.clone());
                     }
                     Err(err) => {
-                        state.renewal.failed();
+                        state.renewal.failed(Instant::now());
                         warn!(audience = %cache.audience, error = %cloud_run::response::Chain(err), "ID token fetch failed");
                     }
                 }

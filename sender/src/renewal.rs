@@ -57,28 +57,33 @@ const MAX_RETRY: Duration = Duration::from_secs(1);
 pub(crate) struct Renewal {
     /// From when the held token is due for renewal.
     renew_from: Option<SystemTime>,
-    /// When the last fetch of any kind started.
-    last_attempt: Option<Instant>,
+    /// When the last fetch of any kind ended: pauses count from there, so
+    /// a failure that took long still gets its full pause.
+    last_ended: Option<Instant>,
     /// Failed fetches since the last success.
     failures: u32,
 }
 
 impl Renewal {
-    /// A fetch starts now.
-    pub(crate) fn started(&mut self, now: Instant) {
-        self.last_attempt = Some(now);
-    }
-
-    /// A fetch that ended at `now` brought `token`.
-    pub(crate) fn succeeded(&mut self, token: &IdToken, now: SystemTime, policy: &RefreshPolicy) {
+    /// A fetch that ended at `now` (`ended` on the monotonic clock) brought
+    /// `token`.
+    pub(crate) fn succeeded(
+        &mut self,
+        token: &IdToken,
+        now: SystemTime,
+        ended: Instant,
+        policy: &RefreshPolicy,
+    ) {
         let window = policy.early.min(token.lifetime(now) / 2);
         self.renew_from = token.expires_at().checked_sub(window);
         self.failures = 0;
+        self.last_ended = Some(ended);
     }
 
-    /// A fetch failed.
-    pub(crate) fn failed(&mut self) {
+    /// A fetch failed at `ended`.
+    pub(crate) fn failed(&mut self, ended: Instant) {
         self.failures = self.failures.saturating_add(1);
+        self.last_ended = Some(ended);
     }
 
     /// Whether a request served with the held token should start a
@@ -87,7 +92,7 @@ impl Renewal {
         if self.renew_from.is_none_or(|from| now < from) {
             return false;
         }
-        self.last_attempt
+        self.last_ended
             .is_none_or(|last| instant.saturating_duration_since(last) >= self.pause(policy))
     }
 
@@ -140,13 +145,13 @@ mod tests {
         // 120 s lifetime: due 60 s before exp, not 240 s.
         let token = IdToken::for_test(now, now + Duration::from_secs(120));
         let mut renewal = Renewal::default();
-        renewal.succeeded(&token, now, &policy());
+        renewal.succeeded(&token, now, instant, &policy());
         let later = instant + Duration::from_secs(3600);
         assert!(!renewal.due(now + Duration::from_secs(59), later, &policy()));
         assert!(renewal.due(now + Duration::from_secs(60), later, &policy()));
         // An hour's token: due 240 s before exp.
         let token = IdToken::for_test(now, now + Duration::from_secs(3600));
-        renewal.succeeded(&token, now, &policy());
+        renewal.succeeded(&token, now, instant, &policy());
         assert!(!renewal.due(now + Duration::from_secs(3359), later, &policy()));
         assert!(renewal.due(now + Duration::from_secs(3360), later, &policy()));
     }
@@ -161,15 +166,13 @@ mod tests {
             now + Duration::from_secs(100),
         );
         let mut renewal = Renewal::default();
-        renewal.started(t0);
-        renewal.succeeded(&token, now, &policy());
+        renewal.succeeded(&token, now, t0, &policy());
         let s = Duration::from_secs;
         assert!(!renewal.due(now, t0 + s(9), &policy()));
         assert!(renewal.due(now, t0 + s(10), &policy()));
         let mut last = t0;
         for expected in [20, 40, 60, 60] {
-            renewal.started(last);
-            renewal.failed();
+            renewal.failed(last);
             assert!(!renewal.due(now, last + s(expected - 1), &policy()));
             assert!(
                 renewal.due(now, last + s(expected), &policy()),
@@ -177,5 +180,24 @@ mod tests {
             );
             last += s(expected);
         }
+    }
+
+    #[test]
+    fn a_slow_failure_still_gets_its_full_pause() {
+        let now = SystemTime::now();
+        let t0 = Instant::now();
+        let token = IdToken::for_test(
+            now - Duration::from_secs(3500),
+            now + Duration::from_secs(100),
+        );
+        let mut renewal = Renewal::default();
+        renewal.succeeded(&token, now, t0, &policy());
+        // An attempt at 10 s that fails only at 30 s (a 20 s timeout): the
+        // next may come 20 s after it ended, not at once.
+        let s = Duration::from_secs;
+        renewal.failed(t0 + s(30));
+        assert!(!renewal.due(now, t0 + s(31), &policy()));
+        assert!(!renewal.due(now, t0 + s(49), &policy()));
+        assert!(renewal.due(now, t0 + s(50), &policy()));
     }
 }

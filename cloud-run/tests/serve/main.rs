@@ -174,3 +174,40 @@ async fn shutdown_with_only_idle_connections_returns_at_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_request_still_running_when_the_grace_period_ends_is_dropped() {
+    bounded(async {
+        let started = Arc::new(Notify::new());
+        let reached = Arc::clone(&started);
+        let server = Spawned::serve(
+            cloud_run::ServerConfig {
+                shutdown_grace: Duration::from_millis(300),
+                ..config()
+            },
+            move |_req| {
+                let reached = Arc::clone(&reached);
+                async move {
+                    reached.notify_one();
+                    std::future::pending::<()>().await;
+                    text(StatusCode::OK, "never")
+                }
+            },
+        )
+        .await
+        .expect("server");
+        let mut conn = TcpStream::connect(server.addr()).await.expect("connect");
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("request");
+        started.notified().await;
+        server.stop().await;
+        // The serve loop has returned: its connections go with it.
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf))
+            .await
+            .expect("the connection is closed, not left serving");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    })
+    .await;
+}

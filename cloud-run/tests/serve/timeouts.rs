@@ -204,3 +204,51 @@ async fn an_h2c_peer_that_answers_nothing_is_dropped_within_idle_plus_two_second
     })
     .await;
 }
+
+/// An h2c client that asks for `/` but grants no flow-control window, so the
+/// response can never be sent, and that answers every SETTINGS and PING: a
+/// live peer holding its stream open. Returns when the server closed.
+async fn h2c_zero_window_until_closed(addr: std::net::SocketAddr) -> Duration {
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    let start = Instant::now();
+    // SETTINGS_INITIAL_WINDOW_SIZE (4) = 0.
+    let settings = frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]);
+    // HPACK: GET, http, /, then :authority "localhost" as a literal.
+    let mut block = vec![0x82, 0x86, 0x84, 0x41, 9];
+    block.extend_from_slice(b"localhost");
+    let headers = frame(0x1, 0x4 | 0x1, 1, &block);
+    conn.write_all(&[PREFACE, &settings, &headers].concat())
+        .await
+        .expect("request");
+    while let Some((kind, flags, payload)) = read_frame(&mut conn).await {
+        let reply = match (kind, flags & ACK) {
+            (SETTINGS, 0) => Some(frame(SETTINGS, ACK, 0, &[])),
+            (PING, 0) => Some(frame(PING, ACK, 0, &payload)),
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            let _ = conn.write_all(&reply).await;
+        }
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn a_response_the_peer_never_takes_does_not_hold_the_connection() {
+    bounded(async {
+        // The idle timeout is far off and the peer answers PINGs: only the
+        // unsent response can be the reason to close.
+        let server = hello_server_with(timeouts(300 * MS, Duration::from_secs(60))).await;
+        let closed = tokio::time::timeout(
+            Duration::from_secs(5),
+            h2c_zero_window_until_closed(server.addr()),
+        )
+        .await
+        .expect("closed within 5 s");
+        assert!(
+            closed >= 250 * MS && closed < 2 * Duration::from_secs(1),
+            "closed after {closed:?}"
+        );
+    })
+    .await;
+}
