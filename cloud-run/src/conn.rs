@@ -88,7 +88,7 @@ pub(crate) struct ConnState {
 
 impl ConnState {
     /// A connection opened now; `base` is the server's start.
-    pub fn new(base: Instant) -> Self {
+    pub(crate) fn new(base: Instant) -> Self {
         let state = Self {
             word: AtomicU64::new(0),
             base,
@@ -115,7 +115,7 @@ impl ConnState {
     }
 
     /// The phase and when it began.
-    pub fn phase(&self) -> (Phase, Instant) {
+    pub(crate) fn phase(&self) -> (Phase, Instant) {
         let word = self.word.load(Ordering::Acquire);
         let since = self.base + Duration::from_millis(word >> SINCE_SHIFT);
         let phase = if word & IN_FLIGHT_MASK != 0 {
@@ -132,7 +132,7 @@ impl ConnState {
 
     /// Whether the registry may close this connection for a new one: no
     /// request in flight and none begun. Returns since when.
-    pub fn idle_since(&self) -> Option<Instant> {
+    pub(crate) fn idle_since(&self) -> Option<Instant> {
         match self.phase() {
             (Phase::Idle | Phase::Handshake, since) => Some(since),
             _ => None,
@@ -140,7 +140,7 @@ impl ConnState {
     }
 
     /// A request reached the handler: its head is complete.
-    pub fn request_started(&self) {
+    pub(crate) fn request_started(&self) {
         self.word.fetch_add(IN_FLIGHT_ONE, Ordering::AcqRel);
     }
 
@@ -208,13 +208,13 @@ impl ConnState {
 
     /// Since when a ready response has waited for the peer without a byte
     /// going out; `None` when no response is waiting.
-    pub fn stalled_since(&self) -> Option<Instant> {
+    pub(crate) fn stalled_since(&self) -> Option<Instant> {
         (self.responding.load(Ordering::Acquire) != 0)
             .then(|| self.base + Duration::from_millis(self.progress_ms.load(Ordering::Acquire)))
     }
 
     /// The deadline of the current phase, and the phase: `None` while busy.
-    pub fn deadline(&self, timeouts: Timeouts) -> (Phase, Option<Instant>) {
+    pub(crate) fn deadline(&self, timeouts: Timeouts) -> (Phase, Option<Instant>) {
         let (phase, since) = self.phase();
         let deadline = match phase {
             Phase::Busy => None,
@@ -235,7 +235,7 @@ pub(crate) struct InFlight {
 
 impl InFlight {
     /// Counts a request that has just reached the handler.
-    pub fn start(state: &Arc<ConnState>) -> Self {
+    pub(crate) fn start(state: &Arc<ConnState>) -> Self {
         state.request_started();
         Self {
             state: state.clone(),
@@ -262,7 +262,7 @@ impl Drop for InFlight {
 /// A response body that holds its request's [`InFlight`] until hyper is
 /// done with it.
 #[derive(Debug)]
-pub struct Tracked<B> {
+pub(crate) struct Tracked<B> {
     body: B,
     _in_flight: InFlight,
 }
@@ -331,7 +331,7 @@ pub(crate) struct Watched<T> {
 }
 
 impl<T> Watched<T> {
-    pub fn new(io: T, state: Arc<ConnState>) -> Self {
+    pub(crate) fn new(io: T, state: Arc<ConnState>) -> Self {
         Self {
             io,
             state,
@@ -478,7 +478,7 @@ pub(crate) enum Admission {
 }
 
 impl Registry {
-    pub fn new(cap: usize) -> Arc<Self> {
+    pub(crate) fn new(cap: usize) -> Arc<Self> {
         Arc::new(Self {
             cap: cap.max(1),
             conns: Mutex::new(HashMap::new()),
@@ -487,12 +487,12 @@ impl Registry {
     }
 
     /// Open connections now.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.conns.lock().map(|c| c.len()).unwrap_or(0)
     }
 
     /// Registers a new connection, shedding the longest idle one at the cap.
-    pub fn admit(self: &Arc<Self>, state: &Arc<ConnState>) -> Admission {
+    pub(crate) fn admit(self: &Arc<Self>, state: &Arc<ConnState>) -> Admission {
         let Ok(mut conns) = self.conns.lock() else {
             return Admission::Full;
         };

@@ -125,7 +125,7 @@ impl VerifyingKeys {
 /// Parses a JWKS, keeping the RSA keys usable for RS256 signatures. Other
 /// keys (other types, algorithms or uses, no `kid`) are skipped, not errors:
 /// a key set may carry keys for other purposes.
-pub fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<VerifyingKeys, KeyFetchError> {
+pub(crate) fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<VerifyingKeys, KeyFetchError> {
     #[derive(serde::Deserialize)]
     struct Jwks {
         keys: Vec<serde_json::Value>,
@@ -164,7 +164,7 @@ pub fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<VerifyingKeys, KeyF
 
 /// How long an answer stays fresh: `Cache-Control: max-age` less `Age`
 /// (RFC 9111), zero for `no-cache` or `no-store`, `None` if not said.
-pub fn freshness(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn freshness(headers: &HeaderMap) -> Option<Duration> {
     let mut max_age = None;
     for value in headers.get_all(header::CACHE_CONTROL) {
         let Ok(value) = value.to_str() else { continue };
@@ -192,7 +192,7 @@ type Outcome = Result<Duration, Arc<KeyFetchError>>;
 
 /// The keys a request gets after asking for a refetch.
 #[derive(Debug)]
-pub enum OnDemand {
+pub(crate) enum OnDemand {
     /// Keys the endpoint served since the refetch asked for (by this
     /// request or, when rate-limited, an earlier one) began: a key they
     /// lack is unknown to the endpoint.

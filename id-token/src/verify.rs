@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use crate::{
     clock::Clock,
     config::{AuthConfig, Invokers},
-    keys::{KeyCache, VerifyingKeys, OnDemand},
+    keys::{KeyCache, OnDemand, VerifyingKeys},
 };
 
 /// Longest token looked at; Google's are about 1 KB. Anything longer is
@@ -31,10 +31,10 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// The `Retry-After` of a 503 for want of keys: the on-demand refetch
 /// interval, after which a retried request may trigger a new fetch.
-pub const RETRY_AFTER_SECONDS: u64 = 10;
+pub(crate) const RETRY_AFTER_SECONDS: u64 = 10;
 
 /// The protection space named in `WWW-Authenticate`.
-pub const REALM: &str = "receiver";
+pub(crate) const REALM: &str = "receiver";
 
 /// The reason given for a token whose signature Cloud Run removed.
 pub const STRIPPED_REASON: &str = "Cloud Run already checked this token and removed its signature, \

@@ -25,15 +25,15 @@ pub const DEFAULT_REGION: &str = "us-central1";
 /// What `--email` takes to mean the project's default compute service
 /// account, `PROJECT_NUMBER-compute@developer.gserviceaccount.com`, which
 /// Cloud Run services run as unless deployed with `--service-account`.
-pub const DEFAULT_COMPUTE: &str = "default-compute";
+pub(crate) const DEFAULT_COMPUTE: &str = "default-compute";
 
 /// The port unless `--port` or `PORT` says otherwise; not 80 like the real
 /// server, which would need root, nor 8080, which the services use.
-pub const DEFAULT_PORT: u16 = 8999;
+pub(crate) const DEFAULT_PORT: u16 = 8999;
 
 /// How long minted tokens live unless `--token-lifetime` says otherwise: as
 /// long as Google's.
-pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// What `--help` prints.
 pub const HELP: &str = "\
@@ -311,7 +311,7 @@ pub fn parse(
 }
 
 /// The default compute service account of the project numbered `number`.
-pub fn default_compute_email(number: u64) -> String {
+pub(crate) fn default_compute_email(number: u64) -> String {
     format!("{number}-compute@developer.gserviceaccount.com")
 }
 

@@ -17,7 +17,7 @@ const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 /// Whether `req` names an allowed host: every authority it carries (the
 /// request target's, HTTP/2's `:authority`, and the one `Host` header) must
 /// be allowed, and it must carry at least one.
-pub fn allowed<B>(req: &Request<B>) -> bool {
+pub(crate) fn allowed<B>(req: &Request<B>) -> bool {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
         (None, _) => None,
@@ -36,7 +36,7 @@ pub fn allowed<B>(req: &Request<B>) -> bool {
 
 /// `host[:port]` with an allowed host and a port that is a port number, or
 /// no port.
-pub fn allowed_authority(authority: &str) -> bool {
+pub(crate) fn allowed_authority(authority: &str) -> bool {
     let (host, port) = match authority.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((v6, "")) => (Host::V6(v6), None),

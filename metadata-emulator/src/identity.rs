@@ -6,14 +6,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lc_rs::{digest, rand::SecureRandom as _, rand::SystemRandom};
 use serde::Serialize;
 
-use crate::keys::{KeySet, SignError};
+use crate::keys::{SignError, SigningKeys};
 
 /// What Google's ID tokens carry as `iss`.
-pub const ISSUER: &str = "https://accounts.google.com";
+pub(crate) const ISSUER: &str = "https://accounts.google.com";
 
 /// The claims set `format` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum TokenFormat {
     /// `aud`, `azp`, `exp`, `iat`, `iss`, `sub`: the default.
     Standard,
     /// The standard claims plus `email` and `email_verified`.
@@ -22,7 +22,7 @@ pub enum Format {
 
 /// One service account in one project.
 #[derive(Debug, Clone)]
-pub struct Account {
+pub(crate) struct Account {
     /// Its email.
     pub email: String,
     /// Its numeric unique id: `sub` and `azp` of its tokens.
@@ -37,7 +37,7 @@ impl Account {
     /// The account `email` in project `project_id` numbered
     /// `project_number`, with a unique id derived from the email, so it is
     /// the same on every start and every machine.
-    pub fn new(email: &str, project_id: &str, project_number: u64) -> Self {
+    pub(crate) fn new(email: &str, project_id: &str, project_number: u64) -> Self {
         // Google's unique ids are 21 digits starting with 1.
         let unique_id = format!("1{:020}", number(email) % 100_000_000_000_000_000_000);
         Self {
@@ -49,15 +49,15 @@ impl Account {
     }
 
     /// The claims of an ID token for `audience`, issued at `now`.
-    pub fn claims<'a>(
+    pub(crate) fn claims<'a>(
         &'a self,
         audience: &'a str,
-        format: Format,
+        format: TokenFormat,
         now: SystemTime,
         lifetime: Duration,
     ) -> Claims<'a> {
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let full = format == Format::Full;
+        let full = format == TokenFormat::Full;
         Claims {
             aud: audience,
             azp: &self.unique_id,
@@ -71,11 +71,11 @@ impl Account {
     }
 
     /// A signed ID token for `audience`, issued now.
-    pub fn id_token(
+    pub(crate) fn id_token(
         &self,
-        keys: &KeySet,
+        keys: &SigningKeys,
         audience: &str,
-        format: Format,
+        format: TokenFormat,
         lifetime: Duration,
     ) -> Result<String, SignError> {
         keys.sign(&self.claims(audience, format, SystemTime::now(), lifetime))
@@ -84,14 +84,14 @@ impl Account {
 
 /// A project number for `project_id`, 12 digits like Google's, the same on
 /// every start and every machine.
-pub fn project_number(project_id: &str) -> u64 {
+pub(crate) fn project_number(project_id: &str) -> u64 {
     // Below 10^12, so it always fits.
     100_000_000_000 + u64::try_from(number(project_id) % 900_000_000_000).unwrap_or(0)
 }
 
 /// An instance id for `account` in `region`: 19 digits like Compute Engine's,
 /// the same on every start with the same settings.
-pub fn instance_id(account: &Account, region: &str) -> u64 {
+pub(crate) fn instance_id(account: &Account, region: &str) -> u64 {
     let name = format!("{}/{region}/{}", account.project_number, account.email);
     // Below 9 * 10^18 + 10^18 < 2^64, so it always fits.
     1_000_000_000_000_000_000
@@ -100,7 +100,7 @@ pub fn instance_id(account: &Account, region: &str) -> u64 {
 
 /// A fresh opaque access token: it only has to look like one, nothing here
 /// accepts it.
-pub fn access_token() -> String {
+pub(crate) fn access_token() -> String {
     let mut bytes = [0u8; 24];
     // On failure the zeroes still make a token of the right shape.
     let _ = SystemRandom::new().fill(&mut bytes);
@@ -117,7 +117,7 @@ fn number(name: &str) -> u128 {
 
 /// The payload of an ID token, in the order Google writes it.
 #[derive(Debug, Serialize)]
-pub struct Claims<'a> {
+pub(crate) struct Claims<'a> {
     /// The audience asked for.
     pub aud: &'a str,
     /// The account's unique id.
@@ -167,8 +167,8 @@ mod tests {
         let account = Account::new("sa@p.iam.gserviceaccount.com", "p", 123_456_789_012);
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let hour = Duration::from_secs(3600);
-        let full =
-            serde_json::to_value(account.claims("aud", Format::Full, now, hour)).expect("json");
+        let full = serde_json::to_value(account.claims("aud", TokenFormat::Full, now, hour))
+            .expect("json");
         assert_eq!(full["email"], "sa@p.iam.gserviceaccount.com");
         assert_eq!(full["email_verified"], true);
         assert_eq!(full["iat"], 1_700_000_000u64);
@@ -176,7 +176,8 @@ mod tests {
         assert_eq!(full["iss"], ISSUER);
         assert_eq!(full["azp"], full["sub"]);
         let standard =
-            serde_json::to_value(account.claims("aud", Format::Standard, now, hour)).expect("json");
+            serde_json::to_value(account.claims("aud", TokenFormat::Standard, now, hour))
+                .expect("json");
         assert!(standard.get("email").is_none());
         assert!(standard.get("email_verified").is_none());
         assert_eq!(standard["aud"], "aud");

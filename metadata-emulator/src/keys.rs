@@ -19,7 +19,7 @@ use serde::Serialize;
 
 /// Why no key set could be made.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub enum KeyFileError {
     /// Key generation failed (the system's randomness, usually).
     #[error("cannot generate an RSA key")]
     Generate,
@@ -43,10 +43,13 @@ pub enum KeyError {
     /// No key at all.
     #[error("no keys")]
     Empty,
+    /// The public keys could not be written out as a JWKS.
+    #[error("cannot serialise the public keys as a JWKS")]
+    Jwks(#[source] serde_json::Error),
 }
 
-fn invalid(origin: &str, problem: impl Into<String>) -> KeyError {
-    KeyError::Invalid {
+fn invalid(origin: &str, problem: impl Into<String>) -> KeyFileError {
+    KeyFileError::Invalid {
         origin: origin.to_owned(),
         problem: problem.into(),
     }
@@ -77,35 +80,35 @@ impl Key {
 }
 
 /// The keys, the first of which signs, and their JWKS.
-pub struct KeySet {
+pub struct SigningKeys {
     keys: Vec<Key>,
     /// `base64url({"alg":"RS256","kid":..,"typ":"JWT"})`, the same for every token.
     header: String,
     jwks: Bytes,
 }
 
-impl fmt::Debug for KeySet {
+impl fmt::Debug for SigningKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeySet")
+        f.debug_struct("SigningKeys")
             .field("kids", &self.kids())
             .finish_non_exhaustive()
     }
 }
 
-impl KeySet {
+impl SigningKeys {
     /// A new 2048-bit key, for this process only.
-    pub fn generate() -> Result<Self, KeyError> {
-        let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
+    pub fn generate() -> Result<Self, KeyFileError> {
+        let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyFileError::Generate)?;
         Self::new(vec![Key::new(pair)])
     }
 
     /// The keys in these PEM files, the first signing.
-    pub fn from_files(paths: &[impl AsRef<Path>]) -> Result<Self, KeyError> {
+    pub fn from_files(paths: &[impl AsRef<Path>]) -> Result<Self, KeyFileError> {
         let mut pems = Vec::with_capacity(paths.len());
         for path in paths {
             let path = path.as_ref();
             let origin = path.display().to_string();
-            let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+            let bytes = std::fs::read(path).map_err(|source| KeyFileError::Read {
                 path: origin.clone(),
                 source,
             })?;
@@ -119,7 +122,7 @@ impl KeySet {
     /// key given twice is published once.
     pub fn from_pems<'a>(
         pems: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, KeyError> {
+    ) -> Result<Self, KeyFileError> {
         let mut keys: Vec<Key> = Vec::new();
         for (origin, text) in pems {
             let key = Key::new(parse_pem(origin, text)?);
@@ -130,8 +133,8 @@ impl KeySet {
         Self::new(keys)
     }
 
-    fn new(keys: Vec<Key>) -> Result<Self, KeyError> {
-        let signer = keys.first().ok_or(KeyError::Empty)?;
+    fn new(keys: Vec<Key>) -> Result<Self, KeyFileError> {
+        let signer = keys.first().ok_or(KeyFileError::Empty)?;
         let header = serde_json::json!({"alg": "RS256", "kid": signer.kid, "typ": "JWT"});
         let header = URL_SAFE_NO_PAD.encode(header.to_string());
         let jwks = Jwks {
@@ -152,7 +155,7 @@ impl KeySet {
                 })
                 .collect(),
         };
-        let jwks = serde_json::to_vec_pretty(&jwks).map_err(|_| KeyError::Empty)?;
+        let jwks = serde_json::to_vec_pretty(&jwks).map_err(KeyFileError::Jwks)?;
         Ok(Self {
             header,
             jwks: Bytes::from(jwks),
@@ -213,7 +216,7 @@ struct Jwk<'a> {
 
 /// The first private key in a PEM text: PKCS#8 (`PRIVATE KEY`, what
 /// `openssl genpkey` writes) or PKCS#1 (`RSA PRIVATE KEY`).
-fn parse_pem(origin: &str, text: &str) -> Result<KeyPair, KeyError> {
+fn parse_pem(origin: &str, text: &str) -> Result<KeyPair, KeyFileError> {
     let mut lines = text.lines().map(str::trim);
     let label = loop {
         let Some(line) = lines.next() else {
@@ -261,8 +264,8 @@ mod tests {
 
     #[test]
     fn pkcs8_and_pkcs1_of_one_key_share_a_kid() {
-        let a = KeySet::from_pems([("a", PKCS8)]).expect("pkcs8");
-        let b = KeySet::from_pems([("b", PKCS1)]).expect("pkcs1");
+        let a = SigningKeys::from_pems([("a", PKCS8)]).expect("pkcs8");
+        let b = SigningKeys::from_pems([("b", PKCS1)]).expect("pkcs1");
         assert_eq!(a.kid(), b.kid());
         assert_eq!(a.kid().len(), 40);
         assert_eq!(a.jwks(), b.jwks());
@@ -270,8 +273,8 @@ mod tests {
 
     #[test]
     fn first_key_signs_all_are_published_duplicates_once() {
-        let set = KeySet::from_pems([("a", OTHER), ("b", PKCS8), ("c", PKCS1)]).expect("set");
-        let other = KeySet::from_pems([("a", OTHER)]).expect("other");
+        let set = SigningKeys::from_pems([("a", OTHER), ("b", PKCS8), ("c", PKCS1)]).expect("set");
+        let other = SigningKeys::from_pems([("a", OTHER)]).expect("other");
         assert_eq!(set.kids().len(), 2);
         assert_eq!(set.kid(), other.kid());
         let jwks: serde_json::Value = serde_json::from_slice(&set.jwks()).expect("json");
@@ -318,20 +321,20 @@ mod tests {
             ),
         ];
         for (pem, expected) in cases {
-            let err = KeySet::from_pems([("file.pem", pem)]).expect_err(pem);
+            let err = SigningKeys::from_pems([("file.pem", pem)]).expect_err(pem);
             let message = err.to_string();
             assert!(message.starts_with("file.pem: "), "{message}");
             assert!(message.contains(expected), "{message} lacks {expected}");
         }
         assert!(matches!(
-            KeySet::from_pems(std::iter::empty()),
-            Err(KeyError::Empty)
+            SigningKeys::from_pems(std::iter::empty()),
+            Err(KeyFileError::Empty)
         ));
     }
 
     #[test]
     fn tokens_have_three_parts_and_the_signing_kid() {
-        let set = KeySet::from_pems([("a", PKCS8)]).expect("set");
+        let set = SigningKeys::from_pems([("a", PKCS8)]).expect("set");
         let jwt = set.sign(&serde_json::json!({"aud": "x"})).expect("jwt");
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);

@@ -3,20 +3,24 @@
 //! and publishes the public keys as a JWKS, so the sender can get tokens and
 //! the receiver can verify them with no Google Cloud project at all.
 
-pub mod config;
-pub mod host;
-pub mod identity;
-pub mod keys;
-pub mod routes;
+mod config;
+mod host;
+mod identity;
+mod keys;
+mod routes;
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
+use cloud_run::Body;
+use http::{Request, Response};
+use identity::Account;
 use tokio::net::TcpListener;
 use tracing::info;
 
-pub use config::{Command, Config, UsageError};
-pub use identity::{Account, Format};
-pub use keys::{KeyError, KeySet};
+pub use config::{
+    parse, Command, Config, UsageError, DEFAULT_EMAIL, DEFAULT_PROJECT_ID, DEFAULT_REGION, HELP,
+};
+pub use keys::{KeyFileError, SigningKeys};
 
 /// An emulator ready to serve: settings checked, keys loaded.
 #[derive(Debug)]
@@ -27,17 +31,17 @@ pub struct Emulator {
 
 impl Emulator {
     /// Loads the keys in `config.key_files`, or generates one.
-    pub fn new(config: Config) -> Result<Self, KeyError> {
+    pub fn new(config: Config) -> Result<Self, KeyFileError> {
         let keys = if config.key_files.is_empty() {
-            KeySet::generate()?
+            SigningKeys::generate()?
         } else {
-            KeySet::from_files(&config.key_files)?
+            SigningKeys::from_files(&config.key_files)?
         };
         Ok(Self::with_keys(config, keys))
     }
 
     /// An emulator signing with `keys`, whatever `config.key_files` says.
-    pub fn with_keys(config: Config, keys: KeySet) -> Self {
+    pub fn with_keys(config: Config, keys: SigningKeys) -> Self {
         let account = Account::new(&config.email, &config.project_id, config.project_number());
         let state = routes::State::new(account, &config.region, keys, config.token_lifetime);
         Self {
@@ -52,8 +56,14 @@ impl Emulator {
     }
 
     /// The keys tokens are signed with.
-    pub fn keys(&self) -> &KeySet {
+    pub fn keys(&self) -> &SigningKeys {
         self.state.keys()
+    }
+
+    /// The emulator's answer to one request, as [`Emulator::run`] serves
+    /// it: for a test that wraps the emulator, e.g. to count requests.
+    pub fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
+        routes::answer(&self.state, req)
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains.
@@ -76,15 +86,4 @@ impl Emulator {
         };
         cloud_run::serve(listener, &config.server, handler, shutdown).await;
     }
-}
-
-/// Builds an [`Emulator`] from `config` and serves it on `listener` until
-/// `shutdown` resolves.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), KeyError> {
-    Emulator::new(config)?.run(listener, shutdown).await;
-    Ok(())
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use cloud_run::{config::process_env, response::Chain};
-use metadata_emulator::{Command, Emulator, UsageError};
+use metadata_emulator::{Command, Emulator, UsageError, HELP};
 use tokio::net::TcpListener;
 use tracing::error;
 
@@ -18,11 +18,11 @@ async fn main() -> ExitCode {
     let command = logging
         .map_err(UsageError::from)
         .and(args)
-        .and_then(|args| metadata_emulator::config::parse(args, &env));
+        .and_then(|args| metadata_emulator::parse(args, &env));
     let config = match command {
         Ok(Command::Run(config)) => *config,
         Ok(Command::Help) => {
-            print!("{}", metadata_emulator::config::HELP);
+            print!("{HELP}");
             return ExitCode::SUCCESS;
         }
         Err(err) => {

@@ -19,8 +19,8 @@ use tracing::{debug, warn};
 
 use crate::{
     host,
-    identity::{access_token, instance_id, Account, Format},
-    keys::KeySet,
+    identity::{access_token, instance_id, Account, TokenFormat},
+    keys::SigningKeys,
 };
 
 const FLAVOR: &str = "metadata-flavor";
@@ -32,7 +32,7 @@ const GET_HEAD: HeaderValue = HeaderValue::from_static("GET, HEAD");
 /// How long clients may cache the JWKS. Short, because a restarted emulator
 /// without `--key-file` has a new key; verifiers refetch on an unknown `kid`
 /// anyway.
-pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+pub(crate) const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// The scope the default service account of a Cloud Run service has.
 const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -42,7 +42,7 @@ const UNIVERSE_DOMAIN: &str = "googleapis.com";
 
 /// Why a request gets no answer, each with its status.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     /// `Host` (or `:authority`) names no host the emulator serves: a page
     /// that rebound its DNS name to loopback, or a client that went through
     /// another name.
@@ -138,9 +138,9 @@ impl Alt {
 
 /// Everything a request can be answered from.
 #[derive(Debug)]
-pub struct State {
+pub(crate) struct State {
     account: Account,
-    keys: KeySet,
+    keys: SigningKeys,
     lifetime: Duration,
     tree: Node,
     cache_control: HeaderValue,
@@ -149,7 +149,12 @@ pub struct State {
 impl State {
     /// The answers for `account` running in `region`, signed with `keys`,
     /// tokens living `lifetime`.
-    pub fn new(account: Account, region: &str, keys: KeySet, lifetime: Duration) -> Self {
+    pub(crate) fn new(
+        account: Account,
+        region: &str,
+        keys: SigningKeys,
+        lifetime: Duration,
+    ) -> Self {
         let number = account.project_number;
         let service_account = dir(vec![
             ("aliases", Node::Lines(vec!["default".to_owned()])),
@@ -212,18 +217,18 @@ impl State {
     }
 
     /// The keys tokens are signed with.
-    pub fn keys(&self) -> &KeySet {
+    pub(crate) fn keys(&self) -> &SigningKeys {
         &self.keys
     }
 
     /// The account tokens are minted for.
-    pub fn account(&self) -> &Account {
+    pub(crate) fn account(&self) -> &Account {
         &self.account
     }
 }
 
 /// Answers one request.
-pub fn answer<B>(state: &State, req: &Request<B>) -> Response<Body> {
+pub(crate) fn answer<B>(state: &State, req: &Request<B>) -> Response<Body> {
     let mut response = route(state, req).unwrap_or_else(|err| {
         let mut response = error(&err);
         if matches!(err, RequestError::MethodNotAllowed) {
@@ -360,8 +365,8 @@ fn identity(state: &State, query: Option<&str>) -> Result<Response<Body>, Reques
         .filter(|a| !a.is_empty())
         .ok_or(RequestError::MissingAudience)?;
     let format = match param(query, "format").as_deref() {
-        None | Some("standard") => Format::Standard,
-        Some("full") => Format::Full,
+        None | Some("standard") => TokenFormat::Standard,
+        Some("full") => TokenFormat::Full,
         Some(_) => return Err(RequestError::BadFormat),
     };
     // `licenses` and anything else is accepted and ignored: there are no

@@ -29,7 +29,7 @@ const FORWARDED: [HeaderName; 3] = [
 
 /// Why a relay failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RelayError {
+pub(crate) enum RelayError {
     /// No ID token: the sender's own dependency is down. Its message is a
     /// fixed phrase; what the upstream said is only in its sources.
     #[error(transparent)]
@@ -73,11 +73,11 @@ impl HttpError for RelayError {
 /// Where a refused redirect pointed: logged, never passed on.
 #[derive(Debug, thiserror::Error)]
 #[error("it pointed to {0:?}")]
-pub struct RedirectTarget(String);
+pub(crate) struct RedirectTarget(String);
 
 /// The relay: one per process, shared by every request.
 #[derive(Debug)]
-pub struct Relay {
+pub(crate) struct Relay {
     http: reqwest::Client,
     target: Url,
     tokens: Option<Arc<TokenCache>>,
@@ -89,7 +89,7 @@ pub struct Relay {
 impl Relay {
     /// A relay to `target`, presenting tokens from `tokens` (if any) in
     /// `header`.
-    pub fn new(
+    pub(crate) fn new(
         http: reqwest::Client,
         target: Url,
         tokens: Option<Arc<TokenCache>>,
@@ -108,12 +108,12 @@ impl Relay {
     }
 
     /// The metadata server the tokens come from, if they do.
-    pub fn metadata(&self) -> Option<&cloud_run::metadata::MetadataClient> {
+    pub(crate) fn metadata(&self) -> Option<&cloud_run::metadata::MetadataClient> {
         self.tokens.as_ref().and_then(|tokens| tokens.metadata())
     }
 
     /// Answers one request to the sender.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+    pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
         if let Some(response) = route_root(&req) {
             return response;
         }

@@ -169,7 +169,7 @@ pub struct Upstream {
 }
 
 /// The IAM credentials API, as [`TokenError`] phrases name it.
-pub const IAM_API: &str = "the IAM API";
+pub(crate) const IAM_API: &str = "the IAM API";
 
 fn metadata_phrase(err: &MetadataError) -> &'static str {
     match err {

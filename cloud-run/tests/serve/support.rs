@@ -13,13 +13,13 @@ use tokio::{
     net::TcpStream,
 };
 
-pub async fn bounded<T>(test: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn bounded<T>(test: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), test)
         .await
         .expect("test took too long")
 }
 
-pub fn config() -> ServerConfig {
+pub(crate) fn config() -> ServerConfig {
     ServerConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         shutdown_grace: Duration::from_secs(5),
@@ -29,7 +29,7 @@ pub fn config() -> ServerConfig {
 }
 
 /// Loopback settings with these header and idle timeouts.
-pub fn timeouts(header: Duration, idle: Duration) -> ServerConfig {
+pub(crate) fn timeouts(header: Duration, idle: Duration) -> ServerConfig {
     ServerConfig {
         header_read_timeout: header,
         idle_timeout: idle,
@@ -37,25 +37,25 @@ pub fn timeouts(header: Duration, idle: Duration) -> ServerConfig {
     }
 }
 
-pub async fn hello_server_with(config: ServerConfig) -> Spawned {
+pub(crate) async fn hello_server_with(config: ServerConfig) -> Spawned {
     Spawned::serve(config, |_req| async { text(StatusCode::OK, "hello") })
         .await
         .expect("server")
 }
 
-pub async fn hello_server() -> Spawned {
+pub(crate) async fn hello_server() -> Spawned {
     hello_server_with(config()).await
 }
 
 /// The HTTP/2 client connection preface.
-pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-pub const SETTINGS: u8 = 0x4;
-pub const PING: u8 = 0x6;
-pub const GOAWAY: u8 = 0x7;
-pub const ACK: u8 = 0x1;
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const SETTINGS: u8 = 0x4;
+pub(crate) const PING: u8 = 0x6;
+pub(crate) const GOAWAY: u8 = 0x7;
+pub(crate) const ACK: u8 = 0x1;
 
 /// One HTTP/2 frame's bytes.
-pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len())
         .expect("small frame")
         .to_be_bytes();
@@ -67,7 +67,7 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 /// The next HTTP/2 frame (kind, flags, payload); `None` once the server
 /// closed the connection.
-pub async fn read_frame(conn: &mut TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+pub(crate) async fn read_frame(conn: &mut TcpStream) -> Option<(u8, u8, Vec<u8>)> {
     let mut header = [0u8; 9];
     conn.read_exact(&mut header).await.ok()?;
     let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
@@ -78,11 +78,11 @@ pub async fn read_frame(conn: &mut TcpStream) -> Option<(u8, u8, Vec<u8>)> {
 
 /// Sends one `GET /` on `conn` and returns the status line and body of the
 /// answer (a complete `hello` or `done` response).
-pub async fn get(conn: &mut TcpStream) -> String {
+pub(crate) async fn get(conn: &mut TcpStream) -> String {
     get_path(conn, "/").await
 }
 
-pub async fn get_path(conn: &mut TcpStream, path: &str) -> String {
+pub(crate) async fn get_path(conn: &mut TcpStream, path: &str) -> String {
     conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .expect("write");
@@ -110,7 +110,11 @@ pub async fn get_path(conn: &mut TcpStream, path: &str) -> String {
 /// Waits (at most `limit`) for the server to close `conn`, ignoring what
 /// it sends; returns how long that took from `since`, or `None` if the
 /// connection was still open at `limit`.
-pub async fn closed(conn: &mut TcpStream, since: Instant, limit: Duration) -> Option<Duration> {
+pub(crate) async fn closed(
+    conn: &mut TcpStream,
+    since: Instant,
+    limit: Duration,
+) -> Option<Duration> {
     let mut buf = [0u8; 1024];
     tokio::time::timeout(limit, async {
         loop {
@@ -125,7 +129,7 @@ pub async fn closed(conn: &mut TcpStream, since: Instant, limit: Duration) -> Op
 }
 
 /// This process's soft limit of open files, from `/proc/self/limits`.
-pub fn open_files_limit() -> u64 {
+pub(crate) fn open_files_limit() -> u64 {
     let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
     limits
         .lines()

@@ -4,30 +4,30 @@ use std::net::SocketAddr;
 
 use cloud_run::Spawned;
 use jsonwebtoken::{DecodingKey, Validation};
-use metadata_emulator::{Config, Emulator, KeySet};
+use metadata_emulator::{Config, Emulator, SigningKeys};
 use tokio::net::TcpListener;
 
 /// Test-only keys (see `tests/keys/README.md`).
-pub const KEY_1: &str = include_str!("../keys/test-key-1.pkcs8.pem");
-pub const KEY_1_PKCS1: &str = include_str!("../keys/test-key-1.pkcs1.pem");
-pub const KEY_2: &str = include_str!("../keys/test-key-2.pkcs8.pem");
+pub(crate) const KEY_1: &str = include_str!("../keys/test-key-1.pkcs8.pem");
+pub(crate) const KEY_1_PKCS1: &str = include_str!("../keys/test-key-1.pkcs1.pem");
+pub(crate) const KEY_2: &str = include_str!("../keys/test-key-2.pkcs8.pem");
 
 /// The path of a test key file.
-pub fn key_path(name: &str) -> String {
+pub(crate) fn key_path(name: &str) -> String {
     format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-pub use cloud_run::testing::{bounded, loopback as server_config};
+pub(crate) use cloud_run::testing::{bounded, loopback as server_config};
 
 /// Emulator settings for tests: the default identity on 127.0.0.1:0.
-pub fn config() -> Config {
+pub(crate) fn config() -> Config {
     let mut config = Config::new(0);
     config.server = server_config();
     config
 }
 
 /// The emulator with `config`, signing with `keys`, in-process.
-pub async fn start_with(config: Config, keys: KeySet) -> Spawned {
+pub(crate) async fn start_with(config: Config, keys: SigningKeys) -> Spawned {
     let emulator = Emulator::with_keys(config, keys);
     let listener = TcpListener::bind(emulator.addr()).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -35,17 +35,17 @@ pub async fn start_with(config: Config, keys: KeySet) -> Spawned {
 }
 
 /// The emulator with test settings, signing with test key 1.
-pub async fn emulator() -> Spawned {
+pub(crate) async fn emulator() -> Spawned {
     start_with(config(), key_set(&[KEY_1])).await
 }
 
 /// A key set of these PEMs.
-pub fn key_set(pems: &[&str]) -> KeySet {
-    KeySet::from_pems(pems.iter().map(|pem| ("test key", *pem))).expect("test keys")
+pub(crate) fn key_set(pems: &[&str]) -> SigningKeys {
+    SigningKeys::from_pems(pems.iter().map(|pem| ("test key", *pem))).expect("test keys")
 }
 
 /// An HTTP client that never goes through a proxy, nor follows redirects.
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -54,12 +54,12 @@ pub fn client() -> reqwest::Client {
 }
 
 /// `http://ADDR/PATH`.
-pub fn url(addr: SocketAddr, path: &str) -> String {
+pub(crate) fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
 
 /// The identity path for `audience` and `format`.
-pub fn identity_path(audience: &str, format: &str) -> String {
+pub(crate) fn identity_path(audience: &str, format: &str) -> String {
     let mut url = reqwest::Url::parse(
         "http://x/computeMetadata/v1/instance/service-accounts/default/identity",
     )
@@ -71,7 +71,10 @@ pub fn identity_path(audience: &str, format: &str) -> String {
 }
 
 /// `GET` with `Metadata-Flavor: Google`: status, content type and body.
-pub async fn metadata_get(addr: SocketAddr, path: &str) -> (reqwest::StatusCode, String, String) {
+pub(crate) async fn metadata_get(
+    addr: SocketAddr,
+    path: &str,
+) -> (reqwest::StatusCode, String, String) {
     let response = client()
         .get(url(addr, path))
         .header("Metadata-Flavor", "Google")
@@ -89,7 +92,7 @@ pub async fn metadata_get(addr: SocketAddr, path: &str) -> (reqwest::StatusCode,
 }
 
 /// An ID token for `audience` from the emulator at `addr`.
-pub async fn id_token(addr: SocketAddr, audience: &str, format: &str) -> String {
+pub(crate) async fn id_token(addr: SocketAddr, audience: &str, format: &str) -> String {
     let (status, _, body) = metadata_get(addr, &identity_path(audience, format)).await;
     assert_eq!(status, 200, "{body}");
     body
@@ -97,7 +100,7 @@ pub async fn id_token(addr: SocketAddr, audience: &str, format: &str) -> String 
 
 /// Verifies `token` against the JWKS at `addr` with jsonwebtoken (not the
 /// emulator's own code): signature by `kid`, `aud`, `iss`, `exp`.
-pub async fn verify(
+pub(crate) async fn verify(
     addr: SocketAddr,
     token: &str,
     audience: &str,

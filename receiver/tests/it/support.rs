@@ -9,7 +9,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-pub use cloud_run::testing::{bounded, client, Gate};
+pub(crate) use cloud_run::testing::{bounded, client, Gate};
 use cloud_run::{response::text, Body, ServerConfig, Spawned};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use id_token::KeyCache;
@@ -21,7 +21,7 @@ use crate::tokens::{self, AUDIENCE, SECOND_AUDIENCE};
 
 /// Server settings for tests: loopback, any port, short timeouts (a
 /// 500 ms header timeout, for the slow-client test).
-pub fn server_config() -> ServerConfig {
+pub(crate) fn server_config() -> ServerConfig {
     ServerConfig {
         header_read_timeout: Duration::from_millis(500),
         ..cloud_run::testing::loopback()
@@ -29,7 +29,7 @@ pub fn server_config() -> ServerConfig {
 }
 
 /// The receiver, in-process.
-pub async fn start_receiver(config: receiver::Config) -> Spawned {
+pub(crate) async fn start_receiver(config: receiver::Config) -> Spawned {
     let listener = TcpListener::bind(config.server.addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     Spawned::new(addr, move |stop| async move {
@@ -41,7 +41,7 @@ pub async fn start_receiver(config: receiver::Config) -> Spawned {
 }
 
 /// A receiver with test settings.
-pub async fn receiver() -> Spawned {
+pub(crate) async fn receiver() -> Spawned {
     start_receiver(receiver::Config {
         server: server_config(),
         auth: None,
@@ -50,45 +50,45 @@ pub async fn receiver() -> Spawned {
 }
 
 /// `http://ADDR/PATH`.
-pub fn url(addr: SocketAddr, path: &str) -> String {
+pub(crate) fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
 
 /// Unix seconds now.
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     Clock::system().unix_seconds()
 }
 
 /// A clock the test sets and steps.
 #[derive(Debug, Clone)]
-pub struct ManualClock(Arc<Mutex<SystemTime>>);
+pub(crate) struct ManualClock(Arc<Mutex<SystemTime>>);
 
 impl ManualClock {
     /// Stopped at the current time.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(Arc::new(Mutex::new(SystemTime::now())))
     }
 
     /// The clock to give the verifier.
-    pub fn clock(&self) -> Clock {
+    pub(crate) fn clock(&self) -> Clock {
         let time = Arc::clone(&self.0);
         Clock::from_fn(move || *time.lock().expect("lock"))
     }
 
     /// Moves time forward.
-    pub fn advance(&self, by: Duration) {
+    pub(crate) fn advance(&self, by: Duration) {
         *self.0.lock().expect("lock") += by;
     }
 
     /// Unix seconds on this clock.
-    pub fn unix_seconds(&self) -> i64 {
+    pub(crate) fn unix_seconds(&self) -> i64 {
         self.clock().unix_seconds()
     }
 }
 
 /// What the fake key endpoint answers.
 #[derive(Debug, Clone)]
-pub enum JwksMode {
+pub(crate) enum JwksMode {
     /// This JWKS, with `Cache-Control: public, max-age=N`.
     Serve(Value, u64),
     /// This status and no keys.
@@ -99,7 +99,7 @@ pub enum JwksMode {
 
 /// A fake JWKS endpoint that counts its fetches.
 #[derive(Debug)]
-pub struct FakeJwks {
+pub(crate) struct FakeJwks {
     mode: Mutex<JwksMode>,
     fetches: AtomicUsize,
     fetched: Notify,
@@ -111,17 +111,17 @@ pub struct FakeJwks {
 
 impl FakeJwks {
     /// Serving `keys` with `max-age=max_age`.
-    pub fn serving(keys: &[&tokens::TestKey], max_age: u64) -> Arc<Self> {
+    pub(crate) fn serving(keys: &[&tokens::TestKey], max_age: u64) -> Arc<Self> {
         Self::new(JwksMode::Serve(tokens::jwks(keys), max_age))
     }
 
     /// Answering `mode`.
-    pub fn new(mode: JwksMode) -> Arc<Self> {
+    pub(crate) fn new(mode: JwksMode) -> Arc<Self> {
         Self::gated(mode, Gate::opened())
     }
 
     /// Answering `mode` once `gate` is open.
-    pub fn gated(mode: JwksMode, gate: Gate) -> Arc<Self> {
+    pub(crate) fn gated(mode: JwksMode, gate: Gate) -> Arc<Self> {
         Arc::new(Self {
             mode: Mutex::new(mode),
             fetches: AtomicUsize::new(0),
@@ -133,7 +133,7 @@ impl FakeJwks {
     }
 
     /// Waits until at least `n` fetches have arrived (answered or not).
-    pub async fn wait_for_arrivals(&self, n: usize) {
+    pub(crate) async fn wait_for_arrivals(&self, n: usize) {
         loop {
             let arrived = self.arrived.notified();
             if self.arrivals.load(Ordering::SeqCst) >= n {
@@ -144,22 +144,22 @@ impl FakeJwks {
     }
 
     /// How many fetches have arrived (answered or not).
-    pub fn arrivals(&self) -> usize {
+    pub(crate) fn arrivals(&self) -> usize {
         self.arrivals.load(Ordering::SeqCst)
     }
 
     /// Changes what later fetches get.
-    pub fn set(&self, mode: JwksMode) {
+    pub(crate) fn set(&self, mode: JwksMode) {
         *self.mode.lock().expect("lock") = mode;
     }
 
     /// How many fetches it has answered.
-    pub fn fetches(&self) -> usize {
+    pub(crate) fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
     }
 
     /// Waits until it has answered at least `n` fetches.
-    pub async fn wait_for_fetches(&self, n: usize) {
+    pub(crate) async fn wait_for_fetches(&self, n: usize) {
         loop {
             let fetched = self.fetched.notified();
             if self.fetches() >= n {
@@ -170,7 +170,7 @@ impl FakeJwks {
     }
 
     /// Serves on 127.0.0.1 until dropped.
-    pub async fn start(self: &Arc<Self>) -> Spawned {
+    pub(crate) async fn start(self: &Arc<Self>) -> Spawned {
         let fake = Arc::clone(self);
         Spawned::serve(server_config(), move |req| {
             let fake = Arc::clone(&fake);
@@ -217,7 +217,7 @@ impl FakeJwks {
 
 /// Verification settings for the token set, keys from `jwks`: two
 /// audiences, Google's issuers, the allowlist, short retries.
-pub fn auth_config(jwks: SocketAddr) -> AuthConfig {
+pub(crate) fn auth_config(jwks: SocketAddr) -> AuthConfig {
     let mut config = AuthConfig::google(
         vec![AUDIENCE.to_owned(), SECOND_AUDIENCE.to_owned()],
         Invokers::only(tokens::allowlist()),
@@ -230,7 +230,7 @@ pub fn auth_config(jwks: SocketAddr) -> AuthConfig {
 }
 
 /// A verifying receiver, in-process, and its key cache.
-pub struct Verifying {
+pub(crate) struct Verifying {
     pub server: Spawned,
     pub keys: Arc<KeyCache>,
     client: reqwest::Client,
@@ -239,7 +239,7 @@ pub struct Verifying {
 impl Verifying {
     /// Starts a receiver verifying per `auth`; keys are fetched in the
     /// background as in production.
-    pub async fn start(auth: AuthConfig) -> Self {
+    pub(crate) async fn start(auth: AuthConfig) -> Self {
         let receiver = Receiver::new(receiver::Config {
             server: server_config(),
             auth: Some(auth),
@@ -257,14 +257,14 @@ impl Verifying {
     }
 
     /// Starts one and waits until it holds keys.
-    pub async fn ready(auth: AuthConfig) -> Self {
+    pub(crate) async fn ready(auth: AuthConfig) -> Self {
         let this = Self::start(auth).await;
         this.keys_loaded(1).await;
         this
     }
 
     /// Waits until `n` key fetches have succeeded.
-    pub async fn keys_loaded(&self, n: u64) {
+    pub(crate) async fn keys_loaded(&self, n: u64) {
         self.keys
             .subscribe()
             .wait_for(|loaded| *loaded >= n)
@@ -273,7 +273,7 @@ impl Verifying {
     }
 
     /// `GET /` with `Authorization: Bearer TOKEN`.
-    pub async fn get_with(&self, token: &str) -> reqwest::Response {
+    pub(crate) async fn get_with(&self, token: &str) -> reqwest::Response {
         self.client
             .get(url(self.server.addr(), "/"))
             .bearer_auth(token)
@@ -283,7 +283,7 @@ impl Verifying {
     }
 
     /// `GET /` with these headers.
-    pub async fn get(&self, headers: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn get(&self, headers: &[(&str, &str)]) -> reqwest::Response {
         let mut request = self.client.get(url(self.server.addr(), "/"));
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -293,7 +293,7 @@ impl Verifying {
 }
 
 /// The `error_description` of a 401's challenge, checking its RFC 6750 form.
-pub fn error_description(response: &reqwest::Response) -> String {
+pub(crate) fn error_description(response: &reqwest::Response) -> String {
     let challenge = response.headers()[header::WWW_AUTHENTICATE]
         .to_str()
         .expect("ascii challenge");

@@ -17,16 +17,16 @@ use id_token::STRIPPED_REASON;
 use serde_json::{json, Value};
 
 /// The receiver's audience in the token set.
-pub const AUDIENCE: &str = "https://receiving-service-test.a.run.app";
+pub(crate) const AUDIENCE: &str = "https://receiving-service-test.a.run.app";
 /// A second accepted audience (a Cloud Run custom audience).
-pub const SECOND_AUDIENCE: &str = "receiver-custom-audience";
+pub(crate) const SECOND_AUDIENCE: &str = "receiver-custom-audience";
 /// The caller the allowlist names.
-pub const ALLOWED: &str = "sender@tutorial-test.iam.gserviceaccount.com";
+pub(crate) const ALLOWED: &str = "sender@tutorial-test.iam.gserviceaccount.com";
 /// A caller it does not.
-pub const STRANGER: &str = "stranger@tutorial-test.iam.gserviceaccount.com";
+pub(crate) const STRANGER: &str = "stranger@tutorial-test.iam.gserviceaccount.com";
 
 /// An RSA key pair for signing test tokens.
-pub struct TestKey {
+pub(crate) struct TestKey {
     /// Its key id.
     pub kid: String,
     pair: KeyPair,
@@ -34,7 +34,7 @@ pub struct TestKey {
 
 impl TestKey {
     /// A fresh 2048-bit key.
-    pub fn generate(kid: &str) -> Self {
+    pub(crate) fn generate(kid: &str) -> Self {
         Self {
             kid: kid.to_owned(),
             pair: KeyPair::generate(KeySize::Rsa2048).expect("RSA key"),
@@ -42,7 +42,7 @@ impl TestKey {
     }
 
     /// The public key as a JWK, as Google's `oauth2/v3/certs` lists it.
-    pub fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         let public = PublicKeyComponents::<Vec<u8>>::from(self.pair.public_key());
         json!({
             "kty": "RSA",
@@ -55,7 +55,7 @@ impl TestKey {
     }
 
     /// The public key, PKCS#1 DER.
-    pub fn public_der(&self) -> &[u8] {
+    pub(crate) fn public_der(&self) -> &[u8] {
         self.pair.public_key().as_ref()
     }
 
@@ -69,7 +69,7 @@ impl TestKey {
 }
 
 /// The keys of a test run: two published, one never.
-pub struct Keys {
+pub(crate) struct Keys {
     /// Published as `key-1`.
     pub one: TestKey,
     /// Published as `key-2`.
@@ -79,7 +79,7 @@ pub struct Keys {
 }
 
 /// The run's keys, generated once.
-pub fn keys() -> &'static Keys {
+pub(crate) fn keys() -> &'static Keys {
     static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
         one: TestKey::generate("key-1"),
         two: TestKey::generate("key-2"),
@@ -89,18 +89,18 @@ pub fn keys() -> &'static Keys {
 }
 
 /// A JWKS document with these keys.
-pub fn jwks(keys: &[&TestKey]) -> Value {
+pub(crate) fn jwks(keys: &[&TestKey]) -> Value {
     json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() })
 }
 
 /// Unpadded base64url.
-pub fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// How a token is signed.
 #[derive(Clone, Copy)]
-pub enum Signing<'a> {
+pub(crate) enum Signing<'a> {
     Rs256(&'a TestKey),
     Rs384(&'a TestKey),
     Rs512(&'a TestKey),
@@ -113,7 +113,7 @@ pub enum Signing<'a> {
 }
 
 /// `header.payload` signed per `signing`.
-pub fn sign(message: &str, signing: Signing<'_>) -> String {
+pub(crate) fn sign(message: &str, signing: Signing<'_>) -> String {
     let m = message.as_bytes();
     let signature = match signing {
         Signing::Rs256(k) => b64(&k.sign(&signature::RSA_PKCS1_SHA256, m)),
@@ -130,7 +130,7 @@ pub fn sign(message: &str, signing: Signing<'_>) -> String {
 }
 
 /// A JWT of this header and these claims.
-pub fn token(header: &Value, claims: &Value, signing: Signing<'_>) -> String {
+pub(crate) fn token(header: &Value, claims: &Value, signing: Signing<'_>) -> String {
     let message = format!(
         "{}.{}",
         b64(header.to_string().as_bytes()),
@@ -140,13 +140,13 @@ pub fn token(header: &Value, claims: &Value, signing: Signing<'_>) -> String {
 }
 
 /// The header Google puts on ID tokens.
-pub fn header(kid: &str) -> Value {
+pub(crate) fn header(kid: &str) -> Value {
     json!({ "alg": "RS256", "kid": kid, "typ": "JWT" })
 }
 
 /// Claims of a valid ID token from the allowed caller, as the metadata
 /// server mints with `format=full`, issued 10 s before `now`.
-pub fn claims(now: i64) -> Value {
+pub(crate) fn claims(now: i64) -> Value {
     json!({
         "iss": "https://accounts.google.com",
         "aud": AUDIENCE,
@@ -160,7 +160,7 @@ pub fn claims(now: i64) -> Value {
 }
 
 /// `base` with `changes` applied; a `null` change removes the claim.
-pub fn with(base: &Value, changes: Value) -> Value {
+pub(crate) fn with(base: &Value, changes: Value) -> Value {
     let mut merged = base.clone();
     let (Some(target), Value::Object(changes)) = (merged.as_object_mut(), changes) else {
         panic!("claims are objects");
@@ -176,13 +176,13 @@ pub fn with(base: &Value, changes: Value) -> Value {
 }
 
 /// A valid token signed by `key`, with these claims.
-pub fn signed(key: &TestKey, claims: &Value) -> String {
+pub(crate) fn signed(key: &TestKey, claims: &Value) -> String {
     token(&header(&key.kid), claims, Signing::Rs256(key))
 }
 
 /// What the receiver must answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// 200 and the hello.
     Accept,
     /// 401 with `error="invalid_token"`.
@@ -193,7 +193,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The HTTP status for this verdict.
-    pub fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         match self {
             Self::Accept => 200,
             Self::Reject => 401,
@@ -202,7 +202,7 @@ impl Verdict {
     }
 
     /// Its name in the token set file.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Accept => "accept",
             Self::Reject => "reject",
@@ -212,7 +212,7 @@ impl Verdict {
 }
 
 /// One token of the set.
-pub struct Case {
+pub(crate) struct Case {
     /// What it tests.
     pub name: &'static str,
     /// The token.
@@ -226,14 +226,14 @@ pub struct Case {
 }
 
 /// The allowlist the token set is judged with.
-pub fn allowlist() -> Vec<String> {
+pub(crate) fn allowlist() -> Vec<String> {
     vec![ALLOWED.to_owned()]
 }
 
 /// Every rule, as tokens minted at `now` (Unix seconds) with `keys`. Tokens
 /// meant to fail a time check are more than 60 s outside their window, so
 /// seconds of drift between minting and checking change nothing.
-pub fn token_set(keys: &Keys, now: i64) -> Vec<Case> {
+pub(crate) fn token_set(keys: &Keys, now: i64) -> Vec<Case> {
     use Verdict::{Accept, Forbid, Reject};
     let base = claims(now);
     let one = &keys.one;

@@ -19,7 +19,7 @@ use adc::{credentials_file, Credentials};
 pub use key::ServiceAccountKey;
 
 /// The Service Account Credentials API Google serves.
-pub const IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com/";
+pub(crate) const IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com/";
 
 /// Where the sender gets the ID tokens it presents, as settled at start-up.
 #[derive(Debug, Clone)]

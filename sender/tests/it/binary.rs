@@ -3,12 +3,12 @@
 use http::StatusCode;
 use tokio::{io::AsyncReadExt, process::Command};
 
-pub use cloud_run::testing::{listening, sigterm};
+pub(crate) use cloud_run::testing::{listening, sigterm};
 
 use crate::support::{bounded, client, hour, root, FakeMetadata, FakeReceiver};
 
 /// The sender binary, on 127.0.0.1:0 with JSON logs and nothing else set.
-pub fn sender() -> Command {
+pub(crate) fn sender() -> Command {
     cloud_run::testing::command(env!("CARGO_BIN_EXE_sender"))
 }
 

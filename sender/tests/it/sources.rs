@@ -147,7 +147,7 @@ impl FakeGoogle {
 }
 
 mod url {
-    pub fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
+    pub(super) fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {
         let text = std::str::from_utf8(body).unwrap_or("");
         reqwest::Url::parse(&format!("http://x/?{text}"))
             .map(|u| {

@@ -11,19 +11,19 @@ use std::{
 
 use base64::Engine as _;
 use bytes::Bytes;
-pub use cloud_run::testing::{bounded, client, loopback as server_config, Gate};
+pub(crate) use cloud_run::testing::{bounded, client, loopback as server_config, Gate};
 use cloud_run::{response::text, Body, Spawned};
 use http::{Request, Response, StatusCode};
 use sender::{Config, RefreshPolicy, TokenSource};
 use tokio::{net::TcpListener, sync::Notify};
 
 /// `http://ADDR/`.
-pub fn root(addr: SocketAddr) -> String {
+pub(crate) fn root(addr: SocketAddr) -> String {
     format!("http://{addr}/")
 }
 
 /// An unsigned JWT with these claims; the sender reads `exp` only.
-pub fn jwt(exp: u64, aud: &str, serial: usize) -> String {
+pub(crate) fn jwt(exp: u64, aud: &str, serial: usize) -> String {
     let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     format!(
         "{}.{}.{}",
@@ -36,7 +36,7 @@ pub fn jwt(exp: u64, aud: &str, serial: usize) -> String {
 }
 
 /// As [`jwt`], with an `iat`: what Google's tokens carry.
-pub fn jwt_issued(iat: u64, exp: u64, aud: &str, serial: usize) -> String {
+pub(crate) fn jwt_issued(iat: u64, exp: u64, aud: &str, serial: usize) -> String {
     let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
     format!(
         "{}.{}.{}",
@@ -57,7 +57,7 @@ fn now() -> u64 {
 
 /// What the fake metadata server does with an identity request.
 #[derive(Debug, Clone)]
-pub enum MetadataMode {
+pub(crate) enum MetadataMode {
     /// Mint a token living this long.
     Mint(Duration),
     /// Answer with this status and no token.
@@ -71,7 +71,7 @@ pub enum MetadataMode {
 
 /// One identity request, as the fake saw it.
 #[derive(Debug, Clone)]
-pub struct IdentityCall {
+pub(crate) struct IdentityCall {
     pub path: String,
     pub audience: Option<String>,
     pub format: Option<String>,
@@ -80,7 +80,7 @@ pub struct IdentityCall {
 
 /// A fake GCE metadata server.
 #[derive(Debug)]
-pub struct FakeMetadata {
+pub(crate) struct FakeMetadata {
     pub calls: Mutex<Vec<IdentityCall>>,
     pub minted: Mutex<Vec<String>>,
     /// The next answers, in order; the last one repeats.
@@ -93,7 +93,7 @@ pub struct FakeMetadata {
 }
 
 impl FakeMetadata {
-    pub fn new(modes: Vec<MetadataMode>) -> Arc<Self> {
+    pub(crate) fn new(modes: Vec<MetadataMode>) -> Arc<Self> {
         Arc::new(Self {
             calls: Mutex::default(),
             minted: Mutex::default(),
@@ -105,21 +105,21 @@ impl FakeMetadata {
         })
     }
 
-    pub fn call_count(&self) -> usize {
+    pub(crate) fn call_count(&self) -> usize {
         self.calls.lock().expect("lock").len()
     }
 
-    pub fn minted(&self) -> Vec<String> {
+    pub(crate) fn minted(&self) -> Vec<String> {
         self.minted.lock().expect("lock").clone()
     }
 
-    pub async fn start(self: &Arc<Self>) -> Spawned {
+    pub(crate) async fn start(self: &Arc<Self>) -> Spawned {
         let listener = TcpListener::bind(server_config().addr).await.expect("bind");
         self.serve_on(listener)
     }
 
     /// Serves on a listener the test bound, e.g. on a port it reserved.
-    pub fn serve_on(self: &Arc<Self>, listener: TcpListener) -> Spawned {
+    pub(crate) fn serve_on(self: &Arc<Self>, listener: TcpListener) -> Spawned {
         let fake = Arc::clone(self);
         let addr = listener.local_addr().expect("addr");
         Spawned::new(addr, move |stop| async move {
@@ -222,7 +222,7 @@ fn url_pairs(query: &str) -> Vec<(String, String)> {
 
 /// What the fake receiver does.
 #[derive(Debug, Clone)]
-pub enum ReceiverMode {
+pub(crate) enum ReceiverMode {
     /// Answer this status and body.
     Answer(StatusCode, Bytes),
     /// Wait at the gate, then say hello.
@@ -233,7 +233,7 @@ pub enum ReceiverMode {
 
 /// A fake receiving service that records what it was sent.
 #[derive(Debug)]
-pub struct FakeReceiver {
+pub(crate) struct FakeReceiver {
     pub requests: Mutex<Vec<http::request::Parts>>,
     pub mode: Mutex<ReceiverMode>,
     pub gate: Gate,
@@ -241,7 +241,7 @@ pub struct FakeReceiver {
 }
 
 impl FakeReceiver {
-    pub fn new(mode: ReceiverMode) -> Arc<Self> {
+    pub(crate) fn new(mode: ReceiverMode) -> Arc<Self> {
         Arc::new(Self {
             requests: Mutex::default(),
             mode: Mutex::new(mode),
@@ -250,14 +250,14 @@ impl FakeReceiver {
         })
     }
 
-    pub fn hello() -> Arc<Self> {
+    pub(crate) fn hello() -> Arc<Self> {
         Self::new(ReceiverMode::Answer(
             StatusCode::OK,
             Bytes::from_static(receiver::HELLO.as_bytes()),
         ))
     }
 
-    pub async fn start(self: &Arc<Self>) -> Spawned {
+    pub(crate) async fn start(self: &Arc<Self>) -> Spawned {
         let fake = Arc::clone(self);
         Spawned::serve(server_config(), move |req| {
             let fake = Arc::clone(&fake);
@@ -268,12 +268,12 @@ impl FakeReceiver {
     }
 
     /// How many requests it got.
-    pub fn request_count(&self) -> usize {
+    pub(crate) fn request_count(&self) -> usize {
         self.requests.lock().expect("lock").len()
     }
 
     /// The `Authorization` values the receiver got, in order.
-    pub fn authorizations(&self) -> Vec<Option<String>> {
+    pub(crate) fn authorizations(&self) -> Vec<Option<String>> {
         self.requests
             .lock()
             .expect("lock")
@@ -309,7 +309,7 @@ impl FakeReceiver {
 }
 
 /// Sender settings for relaying to `receiver` with tokens from `metadata`.
-pub fn sender_config(receiver: SocketAddr, metadata: Option<SocketAddr>) -> Config {
+pub(crate) fn sender_config(receiver: SocketAddr, metadata: Option<SocketAddr>) -> Config {
     let mut config = Config::new(root(receiver).parse().expect("url"));
     config.server = server_config();
     match metadata {
@@ -323,7 +323,7 @@ pub fn sender_config(receiver: SocketAddr, metadata: Option<SocketAddr>) -> Conf
 }
 
 /// The sender, in-process.
-pub async fn start_sender(config: Config) -> Spawned {
+pub(crate) async fn start_sender(config: Config) -> Spawned {
     let listener = TcpListener::bind(config.server.addr).await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     Spawned::new(addr, move |stop| async move {
@@ -336,7 +336,7 @@ pub async fn start_sender(config: Config) -> Spawned {
 }
 
 /// The tutorial's set-up: fake metadata server, fake receiver, sender.
-pub struct Chain {
+pub(crate) struct Chain {
     pub metadata: Arc<FakeMetadata>,
     pub receiver: Arc<FakeReceiver>,
     pub sender: Spawned,
@@ -344,11 +344,11 @@ pub struct Chain {
 }
 
 impl Chain {
-    pub async fn start(metadata: Arc<FakeMetadata>, receiver: Arc<FakeReceiver>) -> Self {
+    pub(crate) async fn start(metadata: Arc<FakeMetadata>, receiver: Arc<FakeReceiver>) -> Self {
         Self::start_with(metadata, receiver, |_| {}).await
     }
 
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         metadata: Arc<FakeMetadata>,
         receiver: Arc<FakeReceiver>,
         tweak: impl FnOnce(&mut Config),
@@ -367,12 +367,12 @@ impl Chain {
     }
 
     /// Where the fake receiver listens.
-    pub fn receiver_addr(&self) -> SocketAddr {
+    pub(crate) fn receiver_addr(&self) -> SocketAddr {
         self.servers.1.addr()
     }
 
     /// `GET /` on the sender: status and body.
-    pub async fn get(&self) -> (StatusCode, String) {
+    pub(crate) async fn get(&self) -> (StatusCode, String) {
         let response = client()
             .get(root(self.sender.addr()))
             .send()
@@ -384,12 +384,12 @@ impl Chain {
 }
 
 /// A long-lived token, as the real metadata server mints.
-pub fn hour() -> MetadataMode {
+pub(crate) fn hour() -> MetadataMode {
     MetadataMode::Mint(Duration::from_secs(3600))
 }
 
 /// The metadata emulator in-process, its identity requests counted.
-pub struct Emulator {
+pub(crate) struct Emulator {
     pub server: Spawned,
     pub identity_calls: Arc<AtomicUsize>,
 }
@@ -397,26 +397,20 @@ pub struct Emulator {
 impl Emulator {
     /// An emulator minting tokens that live `lifetime`, as
     /// `metadata-emulator --token-lifetime` does.
-    pub async fn start(lifetime: Duration) -> Self {
-        use metadata_emulator::{config, identity, routes, Account, KeySet};
-        let number = identity::project_number(config::DEFAULT_PROJECT_ID);
-        let account = Account::new(config::DEFAULT_EMAIL, config::DEFAULT_PROJECT_ID, number);
-        let keys = KeySet::generate().expect("key");
-        let state = Arc::new(routes::State::new(
-            account,
-            config::DEFAULT_REGION,
-            keys,
-            lifetime,
-        ));
+    pub(crate) async fn start(lifetime: Duration) -> Self {
+        let mut config = metadata_emulator::Config::new(0);
+        config.token_lifetime = lifetime;
+        let keys = metadata_emulator::SigningKeys::generate().expect("key");
+        let emulator = Arc::new(metadata_emulator::Emulator::with_keys(config, keys));
         let identity_calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&identity_calls);
         let server = Spawned::serve(server_config(), move |req| {
-            let (state, counted) = (Arc::clone(&state), Arc::clone(&counted));
+            let (emulator, counted) = (Arc::clone(&emulator), Arc::clone(&counted));
             async move {
                 if req.uri().path().ends_with("/identity") {
                     counted.fetch_add(1, Ordering::SeqCst);
                 }
-                routes::answer(&state, &req)
+                emulator.answer(&req)
             }
         })
         .await
