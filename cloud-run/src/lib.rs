@@ -1,7 +1,9 @@
-//! What the receiver and the sender both need, written once: Cloud Run's
+//! What every binary of the workspace needs, written once: Cloud Run's
 //! container contract (settings from the environment, `$BIND_ADDR:$PORT`, a
-//! serve loop that drains on SIGTERM), logs in Cloud Logging's shape, plain
-//! text error responses, and a small metadata server client.
+//! serve loop with its bounds that drains on SIGTERM), logs in Cloud
+//! Logging's shape, plain text error responses, the outbound HTTP client,
+//! URL rules, a metadata server client, and the fetch-once algorithm the
+//! token and key caches share.
 
 pub mod client;
 pub mod config;
@@ -10,7 +12,7 @@ pub mod headers;
 pub mod logging;
 pub mod metadata;
 pub mod response;
-pub mod serve;
+mod serve;
 pub mod single_flight;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -18,4 +20,4 @@ pub mod url;
 
 pub use config::{ConfigError, ServerConfig};
 pub use response::{Body, HttpError};
-pub use serve::{serve, shutdown_signal, Spawned};
+pub use serve::{serve, shutdown_signal};

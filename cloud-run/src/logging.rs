@@ -104,7 +104,7 @@ pub fn init(env: Lookup<'_>) -> Result<(), ConfigError> {
 /// Records the project id, which turns incoming trace ids into the
 /// `projects/PROJECT/traces/TRACE` links Cloud Logging groups requests by.
 /// Only the first call counts.
-pub fn set_project_id(project: impl Into<String>) {
+pub(crate) fn set_project_id(project: impl Into<String>) {
     let _ = PROJECT_ID.set(project.into());
 }
 
@@ -144,7 +144,7 @@ pub fn learn_project_id(env: Lookup<'_>, http: Option<reqwest::Client>) {
 }
 
 /// The span every request runs in.
-pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
+pub(crate) fn request_span<B>(req: &Request<B>) -> tracing::Span {
     let trace = PROJECT_ID
         .get()
         .and_then(|project| TraceContext::from_headers(req.headers()).map(|t| (project, t)));

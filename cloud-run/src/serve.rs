@@ -13,8 +13,7 @@ use hyper_util::{
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{oneshot, watch},
-    task::JoinHandle,
+    sync::watch,
     time::Instant,
 };
 use tracing::{debug, info, warn, Instrument};
@@ -391,81 +390,5 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
                 std::future::pending::<()>().await;
             }
         }
-    }
-}
-
-/// A server running in a background task, told to stop on drop or by
-/// [`Spawned::stop`]. Tests and tools use it to run a service in-process.
-#[derive(Debug)]
-pub struct Spawned {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Spawned {
-    /// Spawns `run(stop)`, a server already bound to `addr`, where `stop`
-    /// resolves when this handle is stopped or dropped.
-    pub fn new<R, Fut>(addr: SocketAddr, run: R) -> Self
-    where
-        R: FnOnce(Stop) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(run(Stop(rx)));
-        Self {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    /// Binds `addr` (port 0 for any) and serves `handler` there.
-    pub async fn serve<H, F>(config: ServerConfig, handler: H) -> std::io::Result<Self>
-    where
-        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
-    {
-        let listener = TcpListener::bind(config.addr).await?;
-        let addr = listener.local_addr()?;
-        Ok(Self::new(addr, move |stop| async move {
-            serve(listener, &config, handler, stop).await;
-        }))
-    }
-
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Signals shutdown and waits until the server has drained and returned.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// The shutdown future [`Spawned`] hands to a server.
-#[derive(Debug)]
-pub struct Stop(oneshot::Receiver<()>);
-
-impl Future for Stop {
-    type Output = ();
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
     }
 }

@@ -1,18 +1,23 @@
 //! Helpers for the services' tests, written once: a time bound, loopback
-//! server settings, a client that ignores proxies, a fake environment, and
-//! the handling of a real binary (start on port 0, read its address from the
-//! `listening` log line, SIGTERM, the one line a refused start writes).
-//! Behind the `testing` feature; dev-dependencies turn it on.
+//! server settings, a client that ignores proxies, a fake environment, a
+//! server run in-process until dropped, and the handling of a real binary
+//! (start on port 0, read its address from the `listening` log line,
+//! SIGTERM, the one line a refused start writes). Behind the `testing`
+//! feature; dev-dependencies turn it on.
 
 use std::{collections::HashMap, future::Future, net::SocketAddr, process::Stdio, time::Duration};
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
+    net::TcpListener,
     process::{Child, Command},
+    sync::oneshot,
     task::JoinHandle,
 };
 
-use crate::ServerConfig;
+use crate::{Body, ServerConfig};
 
 /// Every test finishes within this, or fails instead of hanging.
 pub const LIMIT: Duration = Duration::from_secs(30);
@@ -222,5 +227,81 @@ impl Gate {
             }
             notified.await;
         }
+    }
+}
+
+/// A server running in a background task, told to stop on drop or by
+/// [`Spawned::stop`]. Tests and tools use it to run a service in-process.
+#[derive(Debug)]
+pub struct Spawned {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Spawned {
+    /// Spawns `run(stop)`, a server already bound to `addr`, where `stop`
+    /// resolves when this handle is stopped or dropped.
+    pub fn new<R, Fut>(addr: SocketAddr, run: R) -> Self
+    where
+        R: FnOnce(Stop) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(run(Stop(rx)));
+        Self {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Binds `addr` (port 0 for any) and serves `handler` there.
+    pub async fn serve<H, F>(config: ServerConfig, handler: H) -> std::io::Result<Self>
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let listener = TcpListener::bind(config.addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Self::new(addr, move |stop| async move {
+            crate::serve(listener, &config, handler, stop).await;
+        }))
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Signals shutdown and waits until the server has drained and returned.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The shutdown future [`Spawned`] hands to a server.
+#[derive(Debug)]
+pub struct Stop(oneshot::Receiver<()>);
+
+impl Future for Stop {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
     }
 }

@@ -14,7 +14,7 @@ use crate::ConfigError;
 /// may send them elsewhere.
 /// Plain http to such a host never leaves the machine (or the pod, for a
 /// sidecar), so secrets may travel over it in clear.
-pub fn is_loopback_host(url: &Url) -> bool {
+pub(crate) fn is_loopback_host(url: &Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };
@@ -34,7 +34,7 @@ pub fn is_cleartext_to_remote(url: &Url) -> bool {
 }
 
 /// Whether `ip` is a loopback address, as [`is_loopback_host`] counts them.
-pub fn is_loopback_ip(ip: IpAddr) -> bool {
+pub(crate) fn is_loopback_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => {

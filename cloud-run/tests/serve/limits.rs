@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cloud_run::{response::text, ServerConfig, Spawned};
+use cloud_run::{response::text, testing::Spawned, ServerConfig};
 use http::StatusCode;
 use tokio::{net::TcpStream, sync::Notify};
 

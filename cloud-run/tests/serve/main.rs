@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cloud_run::{response::text, Spawned};
+use cloud_run::{response::text, testing::Spawned};
 use http::StatusCode;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -91,10 +91,7 @@ async fn many_idle_keep_alive_connections_do_not_block_new_requests() {
             assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
             idle.push(conn);
         }
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        let client = cloud_run::testing::client();
         for _ in 0..20 {
             let response = client
                 .get(format!("http://{}/", server.addr()))
@@ -132,10 +129,7 @@ async fn shutdown_lets_every_in_flight_request_finish() {
         };
         let server = Spawned::serve(config(), handler).await.expect("server");
         let addr = server.addr();
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
+        let client = cloud_run::testing::client();
         let requests: Vec<_> = (0..64)
             .map(|_| tokio::spawn(client.get(format!("http://{addr}/")).send()))
             .collect();

@@ -1,30 +1,24 @@
 //! Helpers for the serve tests: servers with short timeouts, raw HTTP/1
 //! and HTTP/2 bytes on a socket, and the process's descriptor limit.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use cloud_run::{response::text, ServerConfig, Spawned};
+use cloud_run::{response::text, testing::Spawned, ServerConfig};
 use http::StatusCode;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
-pub(crate) async fn bounded<T>(test: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), test)
-        .await
-        .expect("test took too long")
-}
+pub(crate) use cloud_run::testing::bounded;
 
+/// The shared loopback settings, with a grace period long enough to tell
+/// "drained at once" from "waited it out", and a short header timeout.
 pub(crate) fn config() -> ServerConfig {
     ServerConfig {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         shutdown_grace: Duration::from_secs(5),
         header_read_timeout: Duration::from_millis(500),
-        ..ServerConfig::default()
+        ..cloud_run::testing::loopback()
     }
 }
 

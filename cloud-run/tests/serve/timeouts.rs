@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cloud_run::{response::text, Spawned};
+use cloud_run::{response::text, testing::Spawned};
 use http::StatusCode;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 

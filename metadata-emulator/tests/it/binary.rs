@@ -1,8 +1,8 @@
 //! The real `metadata-emulator` binary: flags, start-up, bad input, SIGTERM.
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{net::SocketAddr, process::Stdio};
 
-use cloud_run::testing::sigterm;
+use cloud_run::testing::{exits_zero_on_sigterm, refused};
 use tokio::process::{Child, Command};
 
 use crate::support::{bounded, client, id_token, key_path, key_set, url, verify, KEY_2};
@@ -23,17 +23,6 @@ async fn listening_addr(child: &mut Child) -> SocketAddr {
     cloud_run::testing::listening(child).await.0
 }
 
-/// The one JSON line a refused start-up writes, and the exit code.
-async fn refused(cmd: &mut Command) -> (Option<i32>, serde_json::Value) {
-    let output = cmd.output().await.expect("run");
-    let out = String::from_utf8_lossy(&output.stdout);
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 1, "{out}");
-    let entry: serde_json::Value = serde_json::from_str(lines[0]).expect("json");
-    assert_eq!(entry["severity"], "ERROR");
-    (output.status.code(), entry)
-}
-
 #[tokio::test]
 async fn serves_tokens_then_exits_zero_on_sigterm() {
     bounded(async {
@@ -47,12 +36,7 @@ async fn serves_tokens_then_exits_zero_on_sigterm() {
         verify(addr, &token, "http://127.0.0.1:8081")
             .await
             .expect("valid against its own JWKS");
-        sigterm(&child);
-        let status = tokio::time::timeout(Duration::from_secs(3), child.wait())
-            .await
-            .expect("exit within 3 s of SIGTERM")
-            .expect("status");
-        assert!(status.success(), "{status}");
+        exits_zero_on_sigterm(&mut child).await;
     })
     .await;
 }
@@ -130,17 +114,13 @@ async fn bad_flags_exit_2_naming_them() {
             (&["--project-number", "0"][..], "--project-number: "),
             (&["--region"][..], "--region needs a value"),
         ] {
-            let (code, entry) = refused(emulator().args(args)).await;
+            let (code, message) = refused(emulator().args(args)).await;
             assert_eq!(code, Some(2), "{args:?}");
-            let message = entry["message"].as_str().expect("message");
             assert!(message.starts_with(expected), "{message}");
         }
-        let (code, entry) = refused(emulator().env("PORT", "x")).await;
+        let (code, message) = refused(emulator().env("PORT", "x")).await;
         assert_eq!(code, Some(2));
-        assert!(entry["message"]
-            .as_str()
-            .expect("message")
-            .starts_with("PORT: "));
+        assert!(message.starts_with("PORT: "), "{message}");
     })
     .await;
 }
@@ -154,9 +134,9 @@ async fn unusable_key_files_exit_1_naming_them() {
             (&missing, "cannot read"),
             (&not_a_key, "no PEM private key"),
         ] {
-            let (code, entry) = refused(emulator().args(["--port", "0", "--key-file", path])).await;
+            let (code, message) =
+                refused(emulator().args(["--port", "0", "--key-file", path])).await;
             assert_eq!(code, Some(1), "{path}");
-            let message = entry["message"].as_str().expect("message");
             assert!(message.starts_with(path.as_str()), "{message}");
             assert!(message.contains(expected), "{message}");
         }

@@ -9,7 +9,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use cloud_run::{response::text, Spawned};
+use cloud_run::{response::text, testing::Spawned};
 use http::StatusCode;
 use tokio::net::TcpListener;
 

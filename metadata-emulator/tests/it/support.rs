@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use cloud_run::Spawned;
+use cloud_run::testing::Spawned;
 use jsonwebtoken::{DecodingKey, Validation};
 use metadata_emulator::{Config, Emulator, SigningKeys};
 use tokio::net::TcpListener;

@@ -11,7 +11,7 @@ use crate::{
     tokens::{claims, keys, signed, with},
 };
 
-async fn verifier(clock: &ManualClock) -> (Verifier, cloud_run::Spawned) {
+async fn verifier(clock: &ManualClock) -> (Verifier, cloud_run::testing::Spawned) {
     let jwks = FakeJwks::serving(&[&keys().one], 3600).start().await;
     let mut auth = auth_config(jwks.addr());
     auth.clock = clock.clock();

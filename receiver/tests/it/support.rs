@@ -10,7 +10,7 @@ use std::{
 };
 
 pub(crate) use cloud_run::testing::{bounded, client, Gate};
-use cloud_run::{response::text, Body, ServerConfig, Spawned};
+use cloud_run::{response::text, testing::Spawned, Body, ServerConfig};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use id_token::KeyCache;
 use receiver::{AuthConfig, Clock, Invokers, Receiver};

@@ -12,7 +12,7 @@ use crate::{
     tokens::{self, keys, signed, token_set, Verdict, STRANGER},
 };
 
-async fn ready() -> (Verifying, cloud_run::Spawned) {
+async fn ready() -> (Verifying, cloud_run::testing::Spawned) {
     let k = keys();
     let jwks = FakeJwks::serving(&[&k.one, &k.two], 3600).start().await;
     (Verifying::ready(auth_config(jwks.addr())).await, jwks)

@@ -52,7 +52,7 @@ async fn works_with_the_real_receiver() {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let _receiver = cloud_run::Spawned::new(addr, move |stop| async move {
+        let _receiver = cloud_run::testing::Spawned::new(addr, move |stop| async move {
             receiver::Receiver::new(receiver)
                 .expect("receiver")
                 .run(listener, stop)

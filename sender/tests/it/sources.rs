@@ -14,7 +14,7 @@ use aws_lc_rs::{
 };
 use base64::Engine as _;
 use bytes::Bytes;
-use cloud_run::{response::text, Body, Spawned};
+use cloud_run::{response::text, testing::Spawned, Body};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;

@@ -12,7 +12,7 @@ use std::{
 use base64::Engine as _;
 use bytes::Bytes;
 pub(crate) use cloud_run::testing::{bounded, client, loopback as server_config, Gate};
-use cloud_run::{response::text, Body, Spawned};
+use cloud_run::{response::text, testing::Spawned, Body};
 use http::{Request, Response, StatusCode};
 use sender::{Config, RefreshPolicy, TokenSource};
 use tokio::{net::TcpListener, sync::Notify};
