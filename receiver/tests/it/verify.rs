@@ -202,8 +202,17 @@ async fn refusals_never_echo_the_token() {
             &keys().one,
             &tokens::with(&base, serde_json::json!({ "email": STRANGER })),
         );
-        for token in [expired, forbidden, "garbage.garbage.garbage".to_owned()] {
+        for (token, refused) in [
+            (expired, StatusCode::UNAUTHORIZED),
+            (forbidden, StatusCode::FORBIDDEN),
+            (
+                "garbage.garbage.garbage".to_owned(),
+                StatusCode::UNAUTHORIZED,
+            ),
+        ] {
             let response = receiver.get_with(&token).await;
+            // A refusal, or the body would be the hello and prove nothing.
+            assert_eq!(response.status(), refused);
             let challenge = format!("{:?}", response.headers());
             let body = response.text().await.expect("body");
             for part in token.split('.') {
