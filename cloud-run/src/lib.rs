@@ -13,6 +13,7 @@ pub mod logging;
 pub mod metadata;
 pub mod response;
 mod serve;
+pub mod service;
 pub mod single_flight;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -21,3 +22,4 @@ pub mod url;
 pub use config::{ConfigError, ServerConfig};
 pub use response::{Body, HttpError};
 pub use serve::{serve, shutdown_signal};
+pub use service::Service;

@@ -9,7 +9,7 @@ mod identity;
 mod keys;
 mod routes;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use cloud_run::Body;
 use http::{Request, Response};
@@ -50,11 +50,6 @@ impl Emulator {
         }
     }
 
-    /// The address from the settings, to bind.
-    pub fn addr(&self) -> SocketAddr {
-        self.config.server.addr
-    }
-
     /// The keys tokens are signed with.
     pub fn keys(&self) -> &SigningKeys {
         self.state.keys()
@@ -65,9 +60,15 @@ impl Emulator {
     pub fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
         routes::answer(&self.state, req)
     }
+}
+
+impl cloud_run::Service for Emulator {
+    fn addr(&self) -> std::net::SocketAddr {
+        self.config.server.addr
+    }
 
     /// Serves on `listener` until `shutdown` resolves, then drains.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Self { config, state } = self;
         info!(
             email = %state.account().email,

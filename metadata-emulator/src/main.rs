@@ -2,9 +2,11 @@
 
 use std::process::ExitCode;
 
-use cloud_run::{config::process_env, response::Chain};
+use cloud_run::{
+    config::process_env,
+    service::{cannot_start, run_until_signal},
+};
 use metadata_emulator::{Command, Emulator, UsageError, HELP};
-use tokio::net::TcpListener;
 use tracing::error;
 
 #[tokio::main]
@@ -30,22 +32,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let emulator = match Emulator::new(config) {
-        Ok(emulator) => emulator,
-        Err(err) => {
-            error!("{}", Chain(&err));
-            return ExitCode::FAILURE;
-        }
-    };
-    // Installed before binding, so no SIGTERM finds the default handler.
-    let shutdown = cloud_run::shutdown_signal();
-    let listener = match TcpListener::bind(emulator.addr()).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            error!(addr = %emulator.addr(), "cannot listen: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    emulator.run(listener, shutdown).await;
-    ExitCode::SUCCESS
+    match Emulator::new(config) {
+        Ok(emulator) => run_until_signal(emulator, &env).await,
+        Err(err) => cannot_start(&err),
+    }
 }

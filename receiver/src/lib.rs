@@ -23,7 +23,10 @@ pub const HELLO: &str = "Hello from the receiving service!";
 
 /// Why the receiver cannot start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum ReceiverStartError {
+    /// A setting is missing or malformed.
+    #[error(transparent)]
+    Config(#[from] cloud_run::ConfigError),
     /// The HTTP client for the key endpoint could not be built (usually: no
     /// CA certificates).
     #[error("cannot build the HTTP client")]
@@ -40,32 +43,33 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver that verifies tokens per `config.auth`, or lets everyone
     /// in (leaving protection to Cloud Run's IAM check) when it is `None`.
-    pub fn new(mut config: Config) -> Result<Self, StartError> {
+    pub fn new(mut config: Config) -> Result<Self, ReceiverStartError> {
         let verifier = match config.auth.take() {
             None => None,
             Some(auth) => {
                 let http = cloud_run::client::build(auth.keys.fetch_timeout)
-                    .map_err(StartError::Client)?;
+                    .map_err(ReceiverStartError::Client)?;
                 Some(Arc::new(Verifier::new(auth, http)))
             }
         };
         Ok(Self { config, verifier })
     }
 
-    /// The address from the settings, to bind.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.config.server.addr
-    }
-
     /// The verifier, when tokens are verified.
     pub fn verifier(&self) -> Option<&Arc<Verifier>> {
         self.verifier.as_ref()
+    }
+}
+
+impl cloud_run::Service for Receiver {
+    fn addr(&self) -> std::net::SocketAddr {
+        self.config.server.addr
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains. The
     /// signing keys are fetched in the background; until they arrive,
     /// requests with a token get 503.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Self { config, verifier } = self;
         match &verifier {
             None => info!(

@@ -15,7 +15,7 @@ mod renewal;
 mod sources;
 mod token;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, sync::Arc};
 
 use cloud_run::response::Chain;
 use tokio::net::TcpListener;
@@ -33,7 +33,10 @@ use sources::Endpoints;
 
 /// Why the sender cannot start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum SenderStartError {
+    /// A setting is missing or malformed.
+    #[error(transparent)]
+    Config(#[from] cloud_run::ConfigError),
     /// The HTTP client could not be built (usually: no CA certificates).
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
@@ -55,8 +58,9 @@ impl Sender {
     /// Builds the process's one HTTP client, connects the token source and
     /// puts the relay around them. Async because finding the caller's
     /// credentials for impersonation may ask the metadata server.
-    pub async fn new(config: Config) -> Result<Self, StartError> {
-        let http = cloud_run::client::build(config.connect_timeout).map_err(StartError::Client)?;
+    pub async fn new(config: Config) -> Result<Self, SenderStartError> {
+        let http =
+            cloud_run::client::build(config.connect_timeout).map_err(SenderStartError::Client)?;
         let endpoints = Endpoints {
             metadata_host: &config.metadata_host,
             metadata_timeout: config.metadata_timeout,
@@ -87,14 +91,19 @@ impl Sender {
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
+}
 
-    /// The address from the settings, to bind.
-    pub fn addr(&self) -> SocketAddr {
+impl cloud_run::Service for Sender {
+    fn addr(&self) -> std::net::SocketAddr {
         self.config.server.addr
     }
 
+    fn http(&self) -> Option<reqwest::Client> {
+        Some(self.http.clone())
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then drains.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
         let Self { config, relay, .. } = self;
         info!(
             receiver = %config.receiver_url,

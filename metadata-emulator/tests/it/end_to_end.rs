@@ -3,6 +3,7 @@
 //! with `AUTH_JWKS_URL` at the emulator, lets it in or refuses it as the
 //! tutorial's stages say.
 
+use cloud_run::Service as _;
 use std::{
     collections::HashMap,
     net::SocketAddr,

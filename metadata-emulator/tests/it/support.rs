@@ -1,5 +1,6 @@
 //! Helpers shared by the emulator's tests.
 
+use cloud_run::Service as _;
 use std::net::SocketAddr;
 
 use cloud_run::testing::Spawned;

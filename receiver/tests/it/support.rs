@@ -1,5 +1,6 @@
 //! Helpers shared by the receiver's tests.
 
+use cloud_run::Service as _;
 use std::{
     net::SocketAddr,
     sync::{

@@ -7,7 +7,7 @@ use http::StatusCode;
 use tokio::{io::AsyncReadExt, net::TcpListener};
 
 use crate::support::{
-    bounded, client, hour, root, sender_config, start_sender, Chain, FakeMetadata, FakeReceiver,
+    bounded, client, hour, root, sender_config, start_sender, Tutorial, FakeMetadata, FakeReceiver,
     ReceiverMode,
 };
 
@@ -51,7 +51,7 @@ async fn metadata_server_down_is_503() {
 #[tokio::test]
 async fn metadata_server_refusing_is_503() {
     bounded(async {
-        let chain = Chain::start(
+        let chain = Tutorial::start(
             FakeMetadata::new(vec![crate::support::MetadataMode::Fail(
                 StatusCode::FORBIDDEN,
             )]),
@@ -73,7 +73,7 @@ async fn metadata_server_too_slow_is_503_after_a_bounded_wait() {
     bounded(async {
         let metadata = FakeMetadata::new(vec![hour()]);
         *metadata.latency.lock().expect("lock") = Duration::from_secs(5);
-        let chain = Chain::start_with(metadata, FakeReceiver::hello(), |config| {
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), |config| {
             config.metadata_timeout = Duration::from_millis(300);
         })
         .await;
@@ -104,7 +104,7 @@ async fn receiver_unreachable_is_502() {
 #[tokio::test]
 async fn receiver_slower_than_the_request_timeout_is_504() {
     bounded(async {
-        let chain = Chain::start_with(
+        let chain = Tutorial::start_with(
             FakeMetadata::new(vec![hour()]),
             FakeReceiver::new(ReceiverMode::Hold),
             |config| config.request_timeout = Duration::from_millis(300),
@@ -148,7 +148,7 @@ async fn receiver_resetting_the_connection_is_502() {
 #[tokio::test]
 async fn an_oversized_answer_is_502_not_buffered() {
     bounded(async {
-        let chain = Chain::start_with(
+        let chain = Tutorial::start_with(
             FakeMetadata::new(vec![hour()]),
             FakeReceiver::new(ReceiverMode::Answer(
                 StatusCode::OK,

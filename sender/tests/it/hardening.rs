@@ -11,7 +11,7 @@ use sender::RefreshPolicy;
 use tokio::net::TcpListener;
 
 use crate::support::{
-    bounded, client, hour, root, sender_config, start_sender, Chain, FakeMetadata, FakeReceiver,
+    bounded, client, hour, root, sender_config, start_sender, Tutorial, FakeMetadata, FakeReceiver,
     MetadataMode, ReceiverMode,
 };
 
@@ -139,7 +139,7 @@ async fn a_token_expiring_under_load_is_renewed_once_and_no_request_fails() {
             hour(),
         ]);
         *metadata.latency.lock().expect("lock") = Duration::from_millis(100);
-        let chain = Chain::start_with(metadata, FakeReceiver::hello(), |config| {
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), |config| {
             config.refresh = RefreshPolicy {
                 min_remaining: Duration::from_secs(5),
                 // The first renewal attempt comes this long after the fetch.
@@ -164,7 +164,7 @@ async fn never_more_than_one_metadata_call_at_a_time() {
         // Tokens too short-lived to reuse: every request needs a fresh one.
         let metadata = FakeMetadata::new(vec![MetadataMode::Mint(Duration::from_secs(3))]);
         *metadata.latency.lock().expect("lock") = Duration::from_millis(5);
-        let chain = Chain::start_with(metadata, FakeReceiver::hello(), |config| {
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), |config| {
             config.refresh = RefreshPolicy {
                 early: Duration::from_secs(60),
                 min_remaining: Duration::from_secs(10),

@@ -1,18 +1,19 @@
 //! The relay itself: body, status, token, headers.
 
 use bytes::Bytes;
+use cloud_run::Service as _;
 use http::{header, StatusCode};
 use sender::PREFIX;
 
 use crate::support::{
-    bounded, client, hour, root, sender_config, start_sender, Chain, FakeMetadata, FakeReceiver,
+    bounded, client, hour, root, sender_config, start_sender, Tutorial, FakeMetadata, FakeReceiver,
     ReceiverMode,
 };
 
 #[tokio::test]
 async fn relays_the_hello_with_the_minted_token() {
     bounded(async {
-        let chain = Chain::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
+        let chain = Tutorial::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
         let (status, body) = chain.get().await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
@@ -81,7 +82,7 @@ async fn works_with_the_real_receiver() {
 async fn relays_the_receivers_status_and_page() {
     bounded(async {
         let page = "<html><head><title>403 Forbidden</title></head></html>\n";
-        let chain = Chain::start(
+        let chain = Tutorial::start(
             FakeMetadata::new(vec![hour()]),
             FakeReceiver::new(ReceiverMode::Answer(
                 StatusCode::FORBIDDEN,
@@ -124,7 +125,7 @@ async fn keeps_the_receiver_urls_path_and_query() {
 #[tokio::test]
 async fn never_forwards_the_callers_authorization() {
     bounded(async {
-        let chain = Chain::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
+        let chain = Tutorial::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
         let response = client()
             .get(root(chain.sender.addr()))
             .header(header::AUTHORIZATION, "Bearer callers-own-secret")
@@ -148,7 +149,7 @@ async fn never_forwards_the_callers_authorization() {
 async fn without_a_token_source_nothing_is_sent_or_fetched() {
     bounded(async {
         let metadata = FakeMetadata::new(vec![hour()]);
-        let chain = Chain::start_with(metadata, FakeReceiver::hello(), |config| {
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), |config| {
             config.token_source = sender::TokenSource::None;
         })
         .await;
@@ -168,7 +169,7 @@ async fn without_a_token_source_nothing_is_sent_or_fetched() {
 #[tokio::test]
 async fn forwards_trace_headers() {
     bounded(async {
-        let chain = Chain::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
+        let chain = Tutorial::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let cloud_trace = "4bf92f3577b34da6a3ce929d0e0e4736/1;o=1";
         client()
@@ -188,7 +189,7 @@ async fn forwards_trace_headers() {
 #[tokio::test]
 async fn other_paths_and_methods_answer_like_the_receiver() {
     bounded(async {
-        let chain = Chain::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
+        let chain = Tutorial::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
         let base = root(chain.sender.addr());
         let r = client().get(format!("{base}x")).send().await.expect("404");
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
@@ -213,7 +214,7 @@ async fn the_token_header_is_chosen_by_config() {
             (sender::TokenHeader::Serverless, false, true),
             (sender::TokenHeader::Both, true, true),
         ] {
-            let chain = Chain::start_with(
+            let chain = Tutorial::start_with(
                 FakeMetadata::new(vec![hour()]),
                 FakeReceiver::hello(),
                 |config| config.token_header = choice,
@@ -252,7 +253,7 @@ async fn a_redirect_from_the_receiver_is_502_and_never_followed() {
             let elsewhere = FakeReceiver::hello();
             let elsewhere_server = elsewhere.start().await;
             let location = format!("http://{}/stolen", elsewhere_server.addr());
-            let chain = Chain::start_with(
+            let chain = Tutorial::start_with(
                 FakeMetadata::new(vec![hour()]),
                 FakeReceiver::new(ReceiverMode::Redirect(StatusCode::FOUND, location.clone())),
                 |config| config.token_header = header,

@@ -4,13 +4,13 @@
 use http::StatusCode;
 
 use crate::support::{
-    bounded, client, hour, root, Chain, FakeMetadata, FakeReceiver, ReceiverMode,
+    bounded, client, hour, root, Tutorial, FakeMetadata, FakeReceiver, ReceiverMode,
 };
 
 #[tokio::test]
 async fn an_in_flight_request_survives_shutdown() {
     bounded(async {
-        let chain = Chain::start(
+        let chain = Tutorial::start(
             FakeMetadata::new(vec![hour()]),
             FakeReceiver::new(ReceiverMode::Hold),
         )
@@ -22,7 +22,7 @@ async fn an_in_flight_request_survives_shutdown() {
 
         // The request now waits inside the receiver. Signal shutdown and wait
         // until the sender has stopped accepting.
-        let Chain {
+        let Tutorial {
             receiver, sender, ..
         } = chain;
         let stopped = tokio::spawn(sender.stop());

@@ -1,5 +1,6 @@
 //! Fakes and helpers shared by the sender's tests.
 
+use cloud_run::Service as _;
 use std::{
     net::SocketAddr,
     sync::{
@@ -336,14 +337,14 @@ pub(crate) async fn start_sender(config: Config) -> Spawned {
 }
 
 /// The tutorial's set-up: fake metadata server, fake receiver, sender.
-pub(crate) struct Chain {
+pub(crate) struct Tutorial {
     pub metadata: Arc<FakeMetadata>,
     pub receiver: Arc<FakeReceiver>,
     pub sender: Spawned,
     servers: (Spawned, Spawned),
 }
 
-impl Chain {
+impl Tutorial {
     pub(crate) async fn start(metadata: Arc<FakeMetadata>, receiver: Arc<FakeReceiver>) -> Self {
         Self::start_with(metadata, receiver, |_| {}).await
     }

@@ -7,7 +7,7 @@ use http::StatusCode;
 use sender::RefreshPolicy;
 
 use crate::support::{
-    bounded, client, hour, root, sender_config, start_sender, Chain, Emulator, FakeMetadata,
+    bounded, client, hour, root, sender_config, start_sender, Tutorial, Emulator, FakeMetadata,
     FakeReceiver, MetadataMode,
 };
 
@@ -17,7 +17,7 @@ async fn concurrent_requests_on_a_cold_cache_make_one_metadata_call() {
         let metadata = FakeMetadata::new(vec![hour()]);
         // A slow metadata server, so that the requests pile up behind the fetch.
         *metadata.latency.lock().expect("lock") = Duration::from_millis(300);
-        let chain = Chain::start(metadata, FakeReceiver::hello()).await;
+        let chain = Tutorial::start(metadata, FakeReceiver::hello()).await;
         let client = client();
         let url = root(chain.sender.addr());
         let requests: Vec<_> = (0..300)
@@ -62,7 +62,7 @@ async fn a_token_is_renewed_before_its_own_exp_without_failing_requests() {
             },
             hour(),
         ]);
-        let chain = Chain::start_with(metadata, FakeReceiver::hello(), |config| {
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), |config| {
             config.refresh = RefreshPolicy {
                 min_remaining: Duration::from_secs(5),
                 // The first renewal attempt comes this long after the fetch.
@@ -105,7 +105,7 @@ async fn a_nearly_expired_token_is_not_used() {
     bounded(async {
         // Tokens with 3 s left are below the 10 s minimum: never reused.
         let metadata = FakeMetadata::new(vec![MetadataMode::Mint(Duration::from_secs(3))]);
-        let chain = Chain::start_with(metadata, FakeReceiver::hello(), |config| {
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), |config| {
             config.refresh = RefreshPolicy {
                 early: Duration::from_secs(60),
                 min_remaining: Duration::from_secs(10),
@@ -131,7 +131,7 @@ async fn a_nearly_expired_token_is_not_used() {
 #[tokio::test]
 async fn a_long_lived_token_is_fetched_once() {
     bounded(async {
-        let chain = Chain::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
+        let chain = Tutorial::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
         for _ in 0..50 {
             assert_eq!(chain.get().await.0, StatusCode::OK);
         }
@@ -145,7 +145,7 @@ async fn a_failed_fetch_is_not_cached() {
     bounded(async {
         // A refusal that retrying soon would not cure: not retried.
         let metadata = FakeMetadata::new(vec![MetadataMode::Fail(StatusCode::FORBIDDEN), hour()]);
-        let chain = Chain::start(metadata, FakeReceiver::hello()).await;
+        let chain = Tutorial::start(metadata, FakeReceiver::hello()).await;
         let (status, body) = chain.get().await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
@@ -168,7 +168,7 @@ async fn a_transient_failure_is_retried_for_a_waiting_request() {
             MetadataMode::Fail(StatusCode::INTERNAL_SERVER_ERROR),
             hour(),
         ]);
-        let chain = Chain::start(metadata, FakeReceiver::hello()).await;
+        let chain = Tutorial::start(metadata, FakeReceiver::hello()).await;
         let (status, body) = chain.get().await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(chain.metadata.call_count(), 3);
@@ -180,7 +180,7 @@ async fn a_transient_failure_is_retried_for_a_waiting_request() {
 async fn a_retried_failure_stays_within_the_wait_budget() {
     bounded(async {
         let metadata = FakeMetadata::new(vec![MetadataMode::Fail(StatusCode::SERVICE_UNAVAILABLE)]);
-        let chain = Chain::start_with(metadata, FakeReceiver::hello(), |config| {
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), |config| {
             config.refresh = RefreshPolicy {
                 retry_budget: Duration::from_millis(400),
                 ..RefreshPolicy::default()
@@ -248,7 +248,7 @@ async fn a_failing_source_is_backed_off_while_the_valid_token_is_served() {
             },
             MetadataMode::Fail(StatusCode::SERVICE_UNAVAILABLE),
         ]);
-        let chain = Chain::start_with(metadata, FakeReceiver::hello(), |config| {
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), |config| {
             config.refresh = RefreshPolicy {
                 min_interval: Duration::from_millis(100),
                 max_backoff: Duration::from_millis(400),
