@@ -9,13 +9,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cloud_run::response::text;
+use cloud_run::{
+    response::text,
+    testing::{listening_live, next_message},
+};
 use http::StatusCode;
 use tokio::{
-    io::{AsyncBufReadExt, BufReader},
     net::{TcpListener, TcpStream},
     process::Command,
-    sync::mpsc,
 };
 
 use crate::support::{bounded, config, get, get_path};
@@ -55,37 +56,6 @@ async fn child_server_under_a_low_open_files_limit() {
     cloud_run::serve(listener, &config(), handler, std::future::pending()).await;
 }
 
-/// JSON log lines of the child, as they come; other output is skipped.
-fn json_lines(stdout: tokio::process::ChildStdout) -> mpsc::UnboundedReceiver<serde_json::Value> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
-                if tx.send(entry).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    rx
-}
-
-async fn next_message(
-    lines: &mut mpsc::UnboundedReceiver<serde_json::Value>,
-    message: &str,
-) -> serde_json::Value {
-    loop {
-        let entry = lines.recv().await.expect("child still logging");
-        if entry["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with(message))
-        {
-            return entry;
-        }
-    }
-}
-
 #[tokio::test]
 async fn out_of_descriptors_accept_backs_off_logs_once_a_second_and_recovers() {
     bounded(async {
@@ -108,13 +78,7 @@ async fn out_of_descriptors_accept_backs_off_logs_once_a_second_and_recovers() {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn");
-        let mut lines = json_lines(child.stdout.take().expect("stdout"));
-        let listening = next_message(&mut lines, "listening").await;
-        let addr: std::net::SocketAddr = listening["addr"]
-            .as_str()
-            .expect("addr")
-            .parse()
-            .expect("socket addr");
+        let (addr, mut lines) = listening_live(&mut child).await;
 
         let mut control = TcpStream::connect(addr).await.expect("connect");
         let hogged = get_path(&mut control, "/hog").await;
