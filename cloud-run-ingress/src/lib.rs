@@ -3,5 +3,6 @@
 //! Run does before a request reaches the container, then forwards to one
 //! container.
 
+pub mod config;
 pub mod headers;
 pub mod policy;
