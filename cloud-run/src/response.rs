@@ -46,7 +46,10 @@ pub const READY_PATH: &str = "/ready";
 pub fn readiness(ready: Result<(), &str>) -> Response<Body> {
     match ready {
         Ok(()) => text(StatusCode::OK, "ready\n"),
-        Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+        Err(reason) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
     }
 }
 
