@@ -196,18 +196,17 @@ impl AuthConfig {
             .map(|url| jwks_url("AUTH_JWKS_URL", &url))
             .transpose()?;
         let issuers = list(env, "AUTH_ISSUERS")?;
-        let invokers = match list(env, "AUTH_ALLOWED_INVOKERS")? {
-            Some(entries) => invokers(&entries)?,
-            None => {
-                return Err(ConfigError::new(
+        let invokers =
+            match list(env, "AUTH_ALLOWED_INVOKERS")? {
+                Some(entries) => invokers(&entries)?,
+                None => return Err(ConfigError::new(
                     "AUTH_ALLOWED_INVOKERS",
                     "required with AUTH_AUDIENCE and AUTH_IAP_AUDIENCE: any Google account can \
                      mint an ID token for any audience, so the audience alone proves only that \
                      the caller has some Google account; list the callers' emails, or set * to \
                      let in any Google account",
-                ))
-            }
-        };
+                )),
+            };
         let (auto, audiences): (Vec<String>, Vec<String>) = audiences
             .unwrap_or_default()
             .into_iter()
@@ -537,7 +536,10 @@ mod tests {
                 &[("AUTH_IAP_AUDIENCE", "https://r.a.run.app"), ALLOWED][..],
                 "AUTH_IAP_AUDIENCE",
             ),
-            (&[("AUTH_IAP_JWKS_URL", "https://k.example/")][..], "AUTH_IAP_JWKS_URL"),
+            (
+                &[("AUTH_IAP_JWKS_URL", "https://k.example/")][..],
+                "AUTH_IAP_JWKS_URL",
+            ),
         ] {
             let err = AuthConfig::from_env(&env(pairs)).expect_err(var);
             assert_eq!(err.var, var, "{pairs:?}: {err}");

@@ -176,7 +176,9 @@ pub(crate) fn parse_jwks(
             // The curve decides the algorithm as much as the key type does:
             // a P-384 key is no ES256 key.
             _ => match (jwk.crv.as_deref(), jwk.x, jwk.y) {
-                (Some("P-256"), Some(x), Some(y)) if is_p256_coordinate(&x) && is_p256_coordinate(&y) => {
+                (Some("P-256"), Some(x), Some(y))
+                    if is_p256_coordinate(&x) && is_p256_coordinate(&y) =>
+                {
                     DecodingKey::from_ec_components(&x, &y).ok()
                 }
                 _ => None,

@@ -101,8 +101,8 @@ impl RequireGoogleIdToken {
     /// signing keys fetched in the background from now on, for as long as
     /// the layer (or a service it made) lives. Needs a tokio runtime.
     pub async fn from_config(config: AuthConfig) -> Result<Self, LayerStartError> {
-        let http = cloud_run::client::build(config.keys.fetch_timeout)
-            .map_err(LayerStartError::Client)?;
+        let http =
+            cloud_run::client::build(config.keys.fetch_timeout).map_err(LayerStartError::Client)?;
         let config = config.resolve(&http).await?;
         let verifier = Arc::new(Verifier::new(config, http));
         let refreshers = Arc::new(verifier.spawn_refreshers());

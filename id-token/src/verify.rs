@@ -447,7 +447,9 @@ impl Verifier {
     /// ES256 with IAP's keys; refused when IAP assertions are not accepted.
     pub async fn verify_iap(&self, assertion: &str) -> Result<Caller, AuthError> {
         let Some(iap) = &self.iap else {
-            return Err(AuthError::InvalidAssertion("IAP assertions are not accepted"));
+            return Err(AuthError::InvalidAssertion(
+                "IAP assertions are not accepted",
+            ));
         };
         self.verify_with(iap, assertion)
             .await
@@ -465,18 +467,15 @@ impl Verifier {
                 let (key, set) = scheme.key(&header.kid).await?;
                 // A JSON object, not a struct: serde would also fill a struct
                 // from an array, which is no claims set.
-                let payload = jsonwebtoken::decode::<Map<String, Value>>(
-                    token,
-                    &key,
-                    &scheme.signature_only,
-                )
-                .map_err(|err| match err.kind() {
-                    ErrorKind::InvalidSignature => {
-                        AuthError::Invalid("signature does not match the signing key")
-                    }
-                    _ => AuthError::Invalid("malformed token"),
-                })?
-                .claims;
+                let payload =
+                    jsonwebtoken::decode::<Map<String, Value>>(token, &key, &scheme.signature_only)
+                        .map_err(|err| match err.kind() {
+                            ErrorKind::InvalidSignature => {
+                                AuthError::Invalid("signature does not match the signing key")
+                            }
+                            _ => AuthError::Invalid("malformed token"),
+                        })?
+                        .claims;
                 scheme.signed.remember(token, &payload, set);
                 payload
             }
@@ -887,7 +886,7 @@ mod tests {
             "eyJhbGciOiJSUzI1NiJ9.e30.SIGNATURE_REMOVED_BY_GOOGLE",
             "RS256",
         )
-            .expect_err("stripped");
+        .expect_err("stripped");
         assert_eq!(err, AuthError::Invalid(STRIPPED_REASON));
     }
 
