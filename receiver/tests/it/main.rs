@@ -5,6 +5,7 @@ mod auto;
 mod binary;
 mod claims;
 mod contract;
+mod example;
 mod iap;
 mod keys;
 mod ready;
