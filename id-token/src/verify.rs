@@ -241,22 +241,32 @@ impl Scheme {
 /// Checks callers' ID tokens (and, when configured, IAP assertions)
 /// against one configuration and its key caches.
 ///
-/// ```no_run
-/// use id_token::{AuthConfig, Invokers, Verifier};
+/// ```
+/// use id_token::{AuthConfig, AuthError, Invokers, Verifier};
 ///
-/// # async fn example(headers: http::HeaderMap) -> Result<(), Box<dyn std::error::Error>> {
-/// let config = AuthConfig::google(
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = AuthConfig::google(
 ///     vec!["https://receiver-123456789012.europe-west1.run.app".to_owned()],
 ///     Invokers::only(["sender@my-project.iam.gserviceaccount.com"]),
 /// );
-/// let verifier = Verifier::new(config, cloud_run::client::build(std::time::Duration::from_secs(5))?);
+/// # config.jwks_url = "http://127.0.0.1:9/certs".parse()?;
+/// let http = cloud_run::client::build(std::time::Duration::from_secs(5))?;
+/// let verifier = Verifier::new(config, http);
+/// // Keys fetched now and kept fresh until `_refresh` is dropped.
 /// let _refresh = verifier.spawn_refreshers();
+///
+/// let headers = http::HeaderMap::new();
 /// match verifier.check(&headers).await {
-///     Ok(caller) => println!("hello, {}", caller.email.unwrap_or_default()),
-///     Err(refused) => println!("{}: {refused}", refused.response().status()),
+///     Ok(caller) => println!("hello, {:?} ({})", caller.email, caller.mechanism),
+///     Err(refused) => {
+///         // The receiver's answer: 401 with a bearer challenge here.
+///         assert_eq!(refused, AuthError::Missing);
+///         assert_eq!(refused.response().status(), 401);
+///     }
 /// }
 /// # Ok(())
 /// # }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(example()).unwrap();
 /// ```
 #[derive(Debug)]
 pub struct Verifier {
