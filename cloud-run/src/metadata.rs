@@ -1,5 +1,5 @@
 //! A client for the parts of the GCE metadata server this project reads: ID
-//! tokens and the project id. Plain HTTP to `GCE_METADATA_HOST` (default
+//! tokens, the project id and number, the region. Plain HTTP to `GCE_METADATA_HOST` (default
 //! `metadata.google.internal`), as Google's own libraries do.
 
 use std::time::Duration;
@@ -99,6 +99,16 @@ impl MetadataClient {
     /// The id of the project the instance runs in.
     pub async fn project_id(&self) -> Result<String, MetadataError> {
         self.get(self.url("project/project-id")).await
+    }
+
+    /// The number of the project the instance runs in.
+    pub async fn numeric_project_id(&self) -> Result<String, MetadataError> {
+        self.get(self.url("project/numeric-project-id")).await
+    }
+
+    /// The instance's region, as `projects/NUMBER/regions/REGION`.
+    pub async fn region(&self) -> Result<String, MetadataError> {
+        self.get(self.url("instance/region")).await
     }
 
     fn url(&self, path: &str) -> Url {

@@ -1,6 +1,6 @@
-//! How ID tokens are verified: audiences, issuers, the key endpoint, who may
-//! call. Read from the `AUTH_*` variables, checked before a server binds;
-//! every error names its variable.
+//! How callers are verified: the audiences, issuers and key endpoint of ID
+//! tokens and of IAP assertions, who may call. Read from the `AUTH_*`
+//! variables, checked before a server binds; every error names its variable.
 
 use std::time::Duration;
 
@@ -15,15 +15,27 @@ pub const GOOGLE_JWKS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 /// The issuers of Google ID tokens.
 pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
 
+/// The issuer of the assertions Identity-Aware Proxy signs.
+pub const IAP_ISSUER: &str = "https://cloud.google.com/iap";
+
+/// IAP's signing keys (ES256, EC P-256), as a JWKS.
+pub const IAP_JWKS_URL: &str = "https://www.gstatic.com/iap/verify/public_key-jwk";
+
 /// The settings of in-app verification. Present but empty (or only spaces
 /// and commas), any of them is an error: an empty `AUTH_AUDIENCE` must not
 /// quietly turn verification off.
-pub const AUTH_VARS: [&str; 4] = [
+pub const AUTH_VARS: [&str; 6] = [
     "AUTH_AUDIENCE",
     "AUTH_JWKS_URL",
     "AUTH_ISSUERS",
     "AUTH_ALLOWED_INVOKERS",
+    "AUTH_IAP_AUDIENCE",
+    "AUTH_IAP_JWKS_URL",
 ];
+
+/// The value of `AUTH_AUDIENCE` (alone or in its list) that stands for the
+/// service's deterministic URL, resolved at start.
+pub const AUTO_AUDIENCE: &str = "auto";
 
 /// Who may call, among the holders of a valid token for the audience.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,16 +62,59 @@ impl Invokers {
     }
 }
 
-/// How ID tokens are verified.
+/// How IAP's signed headers (`X-Goog-IAP-JWT-Assertion`) are verified.
+#[derive(Debug, Clone)]
+pub struct IapConfig {
+    /// `AUTH_IAP_AUDIENCE`: an assertion's `aud` must be one of these
+    /// (`/projects/NUMBER/global/backendServices/ID` behind a load balancer,
+    /// `/projects/NUMBER/locations/REGION/services/SERVICE` for IAP on a
+    /// Cloud Run service).
+    pub audiences: Vec<String>,
+    /// `AUTH_IAP_JWKS_URL`: where IAP's keys are published.
+    pub jwks_url: Url,
+}
+
+impl IapConfig {
+    /// IAP assertions for `audiences`, keys from Google.
+    pub fn google(audiences: Vec<String>) -> Self {
+        Self {
+            audiences,
+            jwks_url: Url::parse(IAP_JWKS_URL).expect("constant URL"),
+        }
+    }
+}
+
+/// `AUTH_AUDIENCE=auto`, before it is resolved (see [`AuthConfig::resolve`]):
+/// where to learn the service's deterministic URL.
+#[derive(Debug, Clone)]
+pub struct AutoAudience {
+    /// `K_SERVICE`: the Cloud Run service's name.
+    pub service: String,
+    /// The metadata server, `host[:port]` (`GCE_METADATA_HOST`).
+    pub metadata_host: String,
+    /// The longest wait for each of the metadata server's answers.
+    pub timeout: Duration,
+}
+
+/// How callers are verified: ID tokens (`Authorization` or
+/// `X-Serverless-Authorization`) and, when [`AuthConfig::iap`] is set, IAP
+/// assertions (`X-Goog-IAP-JWT-Assertion`).
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
-    /// `AUTH_AUDIENCE`: a token's `aud` must be one of these.
+    /// `AUTH_AUDIENCE`: an ID token's `aud` must be one of these. Empty
+    /// (with `iap` set): no ID token is accepted, only IAP assertions.
     pub audiences: Vec<String>,
+    /// `auto` was among the audiences: [`AuthConfig::resolve`] adds the
+    /// service's deterministic URL. Until then nothing is accepted for it.
+    pub auto_audience: Option<AutoAudience>,
+    /// `AUTH_IAP_AUDIENCE`: IAP assertions are accepted too, or instead.
+    pub iap: Option<IapConfig>,
     /// `AUTH_ISSUERS`: a token's `iss` must be one of these.
     pub issuers: Vec<String>,
     /// `AUTH_JWKS_URL`: where the signing keys are published.
     pub jwks_url: Url,
-    /// `AUTH_ALLOWED_INVOKERS`: who gets in, by verified `email`.
+    /// `AUTH_ALLOWED_INVOKERS`: who gets in, by verified `email`, by either
+    /// mechanism.
     pub invokers: Invokers,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
     pub leeway: Duration,
@@ -74,6 +129,8 @@ impl AuthConfig {
     pub fn google(audiences: Vec<String>, invokers: Invokers) -> Self {
         Self {
             audiences,
+            auto_audience: None,
+            iap: None,
             issuers: GOOGLE_ISSUERS.iter().map(|&s| s.to_owned()).collect(),
             jwks_url: Url::parse(GOOGLE_JWKS_URL).expect("constant URL"),
             invokers,
@@ -83,11 +140,12 @@ impl AuthConfig {
         }
     }
 
-    /// Reads `AUTH_AUDIENCE`, `AUTH_JWKS_URL`, `AUTH_ISSUERS` and
-    /// `AUTH_ALLOWED_INVOKERS`. `None` (verification off) when none is set;
-    /// the others without `AUTH_AUDIENCE` are an error, since whoever set
-    /// them expects callers to be checked, and so is `AUTH_AUDIENCE`
-    /// without `AUTH_ALLOWED_INVOKERS`.
+    /// Reads the `AUTH_*` variables ([`AUTH_VARS`]). `None` (verification
+    /// off) when none is set. The others without `AUTH_AUDIENCE` or
+    /// `AUTH_IAP_AUDIENCE` are an error, since whoever set them expects
+    /// callers to be checked, and so is either audience without
+    /// `AUTH_ALLOWED_INVOKERS`. `AUTH_AUDIENCE=auto` also reads `K_SERVICE`
+    /// and `GCE_METADATA_HOST`; [`AuthConfig::resolve`] then finishes it.
     pub fn from_env(env: Lookup<'_>) -> Result<Option<Self>, ConfigError> {
         for var in AUTH_VARS {
             if env(var).is_some_and(|v| v.chars().all(|c| c == ',' || c.is_whitespace())) {
@@ -98,31 +156,72 @@ impl AuthConfig {
                 ));
             }
         }
-        let Some(audiences) = list(env, "AUTH_AUDIENCE")? else {
-            for var in ["AUTH_JWKS_URL", "AUTH_ISSUERS", "AUTH_ALLOWED_INVOKERS"] {
+        let audiences = list(env, "AUTH_AUDIENCE")?;
+        let iap_audiences = list(env, "AUTH_IAP_AUDIENCE")?;
+        if audiences.is_none() && iap_audiences.is_none() {
+            for var in [
+                "AUTH_JWKS_URL",
+                "AUTH_ISSUERS",
+                "AUTH_ALLOWED_INVOKERS",
+                "AUTH_IAP_JWKS_URL",
+            ] {
                 if env(var).is_some() {
                     return Err(ConfigError::new(
                         var,
-                        "set, but AUTH_AUDIENCE is not, and without it tokens are not verified",
+                        "set, but AUTH_AUDIENCE is not (nor AUTH_IAP_AUDIENCE), \
+                         and without it tokens are not verified",
                     ));
                 }
             }
             return Ok(None);
-        };
-        let jwks_url = env("AUTH_JWKS_URL").map(|url| jwks_url(&url)).transpose()?;
-        let issuers = list(env, "AUTH_ISSUERS")?;
-        let invokers = match list(env, "AUTH_ALLOWED_INVOKERS")? {
-            Some(entries) => invokers(&entries)?,
-            None => {
-                return Err(ConfigError::new(
-                    "AUTH_ALLOWED_INVOKERS",
-                    "required with AUTH_AUDIENCE: any Google account can mint an ID token for \
-                     any audience, so the audience alone proves only that the caller has some \
-                     Google account; list the callers' emails, or set * to let in any Google account",
-                ))
+        }
+        if audiences.is_none() {
+            for var in ["AUTH_JWKS_URL", "AUTH_ISSUERS"] {
+                if env(var).is_some() {
+                    return Err(ConfigError::new(
+                        var,
+                        "set, but AUTH_AUDIENCE is not: only IAP assertions are accepted \
+                         (AUTH_IAP_AUDIENCE), no ID token",
+                    ));
+                }
             }
+        }
+        if iap_audiences.is_none() && env("AUTH_IAP_JWKS_URL").is_some() {
+            return Err(ConfigError::new(
+                "AUTH_IAP_JWKS_URL",
+                "set, but AUTH_IAP_AUDIENCE is not, and without it IAP assertions are not verified",
+            ));
+        }
+        let jwks_url = env("AUTH_JWKS_URL")
+            .map(|url| jwks_url("AUTH_JWKS_URL", &url))
+            .transpose()?;
+        let issuers = list(env, "AUTH_ISSUERS")?;
+        let invokers =
+            match list(env, "AUTH_ALLOWED_INVOKERS")? {
+                Some(entries) => invokers(&entries)?,
+                None => return Err(ConfigError::new(
+                    "AUTH_ALLOWED_INVOKERS",
+                    "required with AUTH_AUDIENCE and AUTH_IAP_AUDIENCE: any Google account can \
+                     mint an ID token for any audience, so the audience alone proves only that \
+                     the caller has some Google account; list the callers' emails, or set * to \
+                     let in any Google account",
+                )),
+            };
+        let (auto, audiences): (Vec<String>, Vec<String>) = audiences
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|a| a.eq_ignore_ascii_case(AUTO_AUDIENCE));
+        let auto_audience = if auto.is_empty() {
+            None
+        } else {
+            Some(auto_audience(env)?)
         };
+        let iap = iap_audiences
+            .map(|audiences| iap_config(env, audiences))
+            .transpose()?;
         let mut config = Self::google(audiences, invokers);
+        config.auto_audience = auto_audience;
+        config.iap = iap;
         if let Some(url) = jwks_url {
             config.jwks_url = url;
         }
@@ -131,6 +230,43 @@ impl AuthConfig {
         }
         Ok(Some(config))
     }
+}
+
+/// `auto` in `AUTH_AUDIENCE`: only on Cloud Run, which sets `K_SERVICE`.
+fn auto_audience(env: Lookup<'_>) -> Result<AutoAudience, ConfigError> {
+    let Some(service) = env("K_SERVICE").filter(|s| !s.trim().is_empty()) else {
+        return Err(ConfigError::new(
+            "AUTH_AUDIENCE",
+            "auto works only on Cloud Run, and K_SERVICE is not set (not on Cloud Run?): \
+             give the receiver's URL instead",
+        ));
+    };
+    let metadata_host = cloud_run::metadata::host_from_env(env)?;
+    Ok(AutoAudience {
+        service: service.trim().to_owned(),
+        metadata_host,
+        timeout: Duration::from_secs(3),
+    })
+}
+
+fn iap_config(env: Lookup<'_>, audiences: Vec<String>) -> Result<IapConfig, ConfigError> {
+    // Mistaking the service's URL for IAP's audience would refuse everyone;
+    // every audience IAP signs for is a resource path under /projects/.
+    if let Some(bad) = audiences.iter().find(|a| !a.starts_with("/projects/")) {
+        return Err(ConfigError::new(
+            "AUTH_IAP_AUDIENCE",
+            format!(
+                "not an IAP audience ({bad:?}): /projects/NUMBER/global/backendServices/ID \
+                 behind a load balancer, /projects/NUMBER/locations/REGION/services/SERVICE \
+                 for IAP on a Cloud Run service"
+            ),
+        ));
+    }
+    let mut iap = IapConfig::google(audiences);
+    if let Some(url) = env("AUTH_IAP_JWKS_URL") {
+        iap.jwks_url = jwks_url("AUTH_IAP_JWKS_URL", &url)?;
+    }
+    Ok(iap)
 }
 
 /// A comma-separated list of non-empty values without spaces.
@@ -160,13 +296,9 @@ fn list(env: Lookup<'_>, var: &'static str) -> Result<Option<Vec<String>>, Confi
         .map(Some)
 }
 
-fn jwks_url(value: &str) -> Result<Url, ConfigError> {
+fn jwks_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
     // Whoever can change the keys in transit chooses who gets in.
-    cloud_run::url::secure_url(
-        "AUTH_JWKS_URL",
-        value,
-        "the signing keys decide who gets in",
-    )
+    cloud_run::url::secure_url(var, value, "the signing keys decide who gets in")
 }
 
 fn invokers(entries: &[String]) -> Result<Invokers, ConfigError> {
@@ -344,5 +476,93 @@ mod tests {
             assert_eq!(err.var, var);
             assert!(err.to_string().contains("AUTH_AUDIENCE"), "{err}");
         }
+    }
+
+    const IAP_AUD: (&str, &str) = (
+        "AUTH_IAP_AUDIENCE",
+        "/projects/123456789012/global/backendServices/987",
+    );
+
+    #[test]
+    fn iap_alone_accepts_no_id_token() {
+        let c = AuthConfig::from_env(&env(&[IAP_AUD, ALLOWED]))
+            .expect("config")
+            .expect("on");
+        assert!(c.audiences.is_empty());
+        let iap = c.iap.expect("iap");
+        assert_eq!(iap.audiences, [IAP_AUD.1]);
+        assert_eq!(iap.jwks_url.as_str(), IAP_JWKS_URL);
+        let err = AuthConfig::from_env(&env(&[IAP_AUD])).expect_err("no allowlist");
+        assert_eq!(err.var, "AUTH_ALLOWED_INVOKERS");
+    }
+
+    #[test]
+    fn both_mechanisms() {
+        let c = AuthConfig::from_env(&env(&[
+            AUD,
+            IAP_AUD,
+            ALLOWED,
+            ("AUTH_IAP_JWKS_URL", "http://127.0.0.1:9/iap"),
+        ]))
+        .expect("config")
+        .expect("on");
+        assert_eq!(c.audiences, [AUD.1]);
+        assert_eq!(
+            c.iap.expect("iap").jwks_url.as_str(),
+            "http://127.0.0.1:9/iap"
+        );
+    }
+
+    #[test]
+    fn iap_settings_are_checked_naming_them() {
+        for (pairs, var) in [
+            (
+                &[AUD, ALLOWED, ("AUTH_IAP_JWKS_URL", "https://k.example/")][..],
+                "AUTH_IAP_JWKS_URL",
+            ),
+            (
+                &[IAP_AUD, ALLOWED, ("AUTH_IAP_JWKS_URL", "http://10.0.0.1/k")][..],
+                "AUTH_IAP_JWKS_URL",
+            ),
+            (
+                &[IAP_AUD, ALLOWED, ("AUTH_JWKS_URL", "https://k.example/")][..],
+                "AUTH_JWKS_URL",
+            ),
+            (
+                &[IAP_AUD, ALLOWED, ("AUTH_ISSUERS", "https://i.example")][..],
+                "AUTH_ISSUERS",
+            ),
+            (
+                &[("AUTH_IAP_AUDIENCE", "https://r.a.run.app"), ALLOWED][..],
+                "AUTH_IAP_AUDIENCE",
+            ),
+            (
+                &[("AUTH_IAP_JWKS_URL", "https://k.example/")][..],
+                "AUTH_IAP_JWKS_URL",
+            ),
+        ] {
+            let err = AuthConfig::from_env(&env(pairs)).expect_err(var);
+            assert_eq!(err.var, var, "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn auto_needs_cloud_run() {
+        let err = AuthConfig::from_env(&env(&[("AUTH_AUDIENCE", "auto"), ALLOWED]))
+            .expect_err("no K_SERVICE");
+        assert_eq!(err.var, "AUTH_AUDIENCE");
+        assert!(err.problem.contains("K_SERVICE"), "{err}");
+        let c = AuthConfig::from_env(&env(&[
+            ("AUTH_AUDIENCE", "auto,https://api.example.com"),
+            ALLOWED,
+            ("K_SERVICE", "receiver"),
+            ("GCE_METADATA_HOST", "127.0.0.1:8999"),
+        ]))
+        .expect("config")
+        .expect("on");
+        assert_eq!(c.audiences, ["https://api.example.com"]);
+        let auto = c.auto_audience.expect("auto");
+        assert_eq!(auto.service, "receiver");
+        assert_eq!(auto.metadata_host, "127.0.0.1:8999");
     }
 }

@@ -3,7 +3,9 @@
 //! background before that runs out, and refetched early (rate-limited) when a
 //! token names a key the cache does not hold, which is how a rotation is
 //! picked up. One fetch at a time; a failed fetch keeps the last good keys,
-//! but a key missing from them is then "unconfirmed", not "unknown".
+//! but a key missing from them is then "unconfirmed", not "unknown". A cache
+//! keeps the keys of one type only, the one its verifier's algorithm needs:
+//! RSA for RS256 (ID tokens), EC P-256 for ES256 (IAP assertions).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -17,7 +19,7 @@ use cloud_run::{
     single_flight::{SingleFlight, Waiter},
 };
 use http::{header, HeaderMap, StatusCode};
-use jsonwebtoken::DecodingKey;
+use jsonwebtoken::{Algorithm, DecodingKey};
 use reqwest::Url;
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{debug, info, warn};
@@ -90,8 +92,9 @@ pub enum KeyFetchError {
     /// Its answer is not a JWKS.
     #[error("key endpoint's answer is not a JWKS")]
     NotJwks(#[source] serde_json::Error),
-    /// The JWKS holds no RSA signing key with a `kid`.
-    #[error("key set holds no usable RS256 key")]
+    /// The JWKS holds no signing key with a `kid` of the type the cache
+    /// keeps (RSA for RS256, EC P-256 for ES256).
+    #[error("key set holds no usable key of the expected type")]
     NoUsableKeys,
     /// The fetch ended without an answer (the runtime is shutting down).
     #[error("key fetch abandoned")]
@@ -122,10 +125,15 @@ impl VerifyingKeys {
     }
 }
 
-/// Parses a JWKS, keeping the RSA keys usable for RS256 signatures. Other
-/// keys (other types, algorithms or uses, no `kid`) are skipped, not errors:
-/// a key set may carry keys for other purposes.
-pub(crate) fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<VerifyingKeys, KeyFetchError> {
+/// Parses a JWKS, keeping the keys usable for `algorithm`'s signatures:
+/// RSA keys for RS256, EC keys on P-256 for ES256. Other keys (other types,
+/// curves, algorithms or uses, no `kid`) are skipped, not errors: a key set
+/// may carry keys for other purposes.
+pub(crate) fn parse_jwks(
+    body: &[u8],
+    lifetime: Duration,
+    algorithm: Algorithm,
+) -> Result<VerifyingKeys, KeyFetchError> {
     #[derive(serde::Deserialize)]
     struct Jwks {
         keys: Vec<serde_json::Value>,
@@ -139,6 +147,9 @@ pub(crate) fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<VerifyingKey
         use_: Option<String>,
         n: Option<String>,
         e: Option<String>,
+        crv: Option<String>,
+        x: Option<String>,
+        y: Option<String>,
     }
     let jwks: Jwks = serde_json::from_slice(body).map_err(KeyFetchError::NotJwks)?;
     let mut keys = HashMap::new();
@@ -146,13 +157,34 @@ pub(crate) fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<VerifyingKey
         let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
             continue;
         };
-        let usable = jwk.kty == "RSA"
-            && jwk.alg.as_deref().is_none_or(|alg| alg == "RS256")
+        let (kty, alg_name) = match algorithm {
+            Algorithm::RS256 => ("RSA", "RS256"),
+            Algorithm::ES256 => ("EC", "ES256"),
+            _ => continue,
+        };
+        let usable = jwk.kty == kty
+            && jwk.alg.as_deref().is_none_or(|alg| alg == alg_name)
             && jwk.use_.as_deref().is_none_or(|use_| use_ == "sig");
-        let (true, Some(kid), Some(n), Some(e)) = (usable, jwk.kid, jwk.n, jwk.e) else {
+        let Some(kid) = jwk.kid.filter(|_| usable) else {
             continue;
         };
-        if let Ok(key) = DecodingKey::from_rsa_components(&n, &e) {
+        let key = match algorithm {
+            Algorithm::RS256 => match (jwk.n, jwk.e) {
+                (Some(n), Some(e)) => DecodingKey::from_rsa_components(&n, &e).ok(),
+                _ => None,
+            },
+            // The curve decides the algorithm as much as the key type does:
+            // a P-384 key is no ES256 key.
+            _ => match (jwk.crv.as_deref(), jwk.x, jwk.y) {
+                (Some("P-256"), Some(x), Some(y))
+                    if is_p256_coordinate(&x) && is_p256_coordinate(&y) =>
+                {
+                    DecodingKey::from_ec_components(&x, &y).ok()
+                }
+                _ => None,
+            },
+        };
+        if let Some(key) = key {
             keys.insert(kid, key);
         }
     }
@@ -160,6 +192,14 @@ pub(crate) fn parse_jwks(body: &[u8], lifetime: Duration) -> Result<VerifyingKey
         return Err(KeyFetchError::NoUsableKeys);
     }
     Ok(VerifyingKeys { keys, lifetime })
+}
+
+/// Whether `value` is a P-256 point coordinate: 32 bytes, base64url.
+fn is_p256_coordinate(value: &str) -> bool {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .is_ok_and(|bytes| bytes.len() == 32)
 }
 
 /// How long an answer stays fresh: `Cache-Control: max-age` less `Age`
@@ -222,6 +262,7 @@ struct State {
 pub struct KeyCache {
     http: reqwest::Client,
     url: Url,
+    algorithm: Algorithm,
     policy: KeyPolicy,
     clock: Clock,
     state: Mutex<State>,
@@ -229,12 +270,26 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    /// An empty cache for the keys at `url`; nothing is fetched until
-    /// [`KeyCache::spawn_refresher`] or a request asks.
+    /// An empty cache for the RSA keys (RS256, as for ID tokens) at `url`;
+    /// nothing is fetched until [`KeyCache::spawn_refresher`] or a request
+    /// asks.
     pub fn new(http: reqwest::Client, url: Url, policy: KeyPolicy, clock: Clock) -> Arc<Self> {
+        Self::for_algorithm(http, url, Algorithm::RS256, policy, clock)
+    }
+
+    /// An empty cache for the keys at `url` that verify `algorithm` (RS256
+    /// or ES256).
+    pub(crate) fn for_algorithm(
+        http: reqwest::Client,
+        url: Url,
+        algorithm: Algorithm,
+        policy: KeyPolicy,
+        clock: Clock,
+    ) -> Arc<Self> {
         Arc::new(Self {
             http,
             url,
+            algorithm,
             policy,
             clock,
             state: Mutex::default(),
@@ -361,6 +416,7 @@ impl KeyCache {
                     Err(err) => {
                         warn!(
                             url = %cache.url,
+                            algorithm = ?cache.algorithm,
                             error = %Chain(&err),
                             keeping_old_keys = state.keys.is_some(),
                             "cannot fetch signing keys"
@@ -398,7 +454,7 @@ impl KeyCache {
                 BodyError::Read(e) if timed_out(&e) => KeyFetchError::Timeout,
                 err => KeyFetchError::Body(err),
             })?;
-        parse_jwks(&body, lifetime)
+        parse_jwks(&body, lifetime, self.algorithm)
     }
 }
 
@@ -479,25 +535,57 @@ mod tests {
             {"kty":"RSA","kid":"bad","n":"!!!","e":"AQAB"},
             "not even an object"
         ]}"#;
-        let set = parse_jwks(body, Duration::from_secs(1)).expect("key set");
+        let set = parse_jwks(body, Duration::from_secs(1), Algorithm::RS256).expect("key set");
         assert_eq!(set.kids(), BTreeSet::from(["a", "b"]));
+    }
+
+    #[test]
+    fn jwks_keeps_p256_keys_only_for_es256() {
+        // 32 bytes each; the point need not be valid to be parsed.
+        let c = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let c48 = "A".repeat(64);
+        let body = format!(
+            r#"{{"keys":[
+            {{"kty":"EC","kid":"a","crv":"P-256","x":"{c}","y":"{c}","alg":"ES256","use":"sig"}},
+            {{"kty":"EC","kid":"b","crv":"P-256","x":"{c}","y":"{c}"}},
+            {{"kty":"EC","kid":"p384","crv":"P-384","x":"{c48}","y":"{c48}","alg":"ES384"}},
+            {{"kty":"EC","kid":"p384-as-p256","crv":"P-256","x":"{c48}","y":"{c48}"}},
+            {{"kty":"EC","kid":"es384","crv":"P-256","x":"{c}","y":"{c}","alg":"ES384"}},
+            {{"kty":"EC","kid":"enc","crv":"P-256","x":"{c}","y":"{c}","use":"enc"}},
+            {{"kty":"EC","crv":"P-256","x":"{c}","y":"{c}"}},
+            {{"kty":"RSA","kid":"rsa","n":"AQAB","e":"AQAB"}}
+        ]}}"#
+        );
+        let set =
+            parse_jwks(body.as_bytes(), Duration::from_secs(1), Algorithm::ES256).expect("key set");
+        assert_eq!(set.kids(), BTreeSet::from(["a", "b"]));
+        // And no EC key for RS256.
+        assert!(matches!(
+            parse_jwks(
+                br#"{"keys":[{"kty":"EC","kid":"a","crv":"P-256","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","y":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]}"#,
+                Duration::ZERO,
+                Algorithm::RS256
+            ),
+            Err(KeyFetchError::NoUsableKeys)
+        ));
     }
 
     #[test]
     fn not_a_usable_jwks() {
         assert!(matches!(
-            parse_jwks(b"{\"keys\":[]}", Duration::ZERO),
+            parse_jwks(b"{\"keys\":[]}", Duration::ZERO, Algorithm::RS256),
             Err(KeyFetchError::NoUsableKeys)
         ));
         assert!(matches!(
             parse_jwks(
                 b"{\"kid1\":\"-----BEGIN CERTIFICATE-----\"}",
-                Duration::ZERO
+                Duration::ZERO,
+                Algorithm::RS256
             ),
             Err(KeyFetchError::NotJwks(_))
         ));
         assert!(matches!(
-            parse_jwks(b"<html>", Duration::ZERO),
+            parse_jwks(b"<html>", Duration::ZERO, Algorithm::RS256),
             Err(KeyFetchError::NotJwks(_))
         ));
     }

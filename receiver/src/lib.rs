@@ -1,22 +1,26 @@
 //! The receiving service: answers `GET /` with the tutorial's greeting, and,
-//! when configured to, only to callers presenting a valid Google ID token.
+//! when configured to, only to callers presenting a valid Google ID token
+//! (or IAP assertion); `GET /ready` says whether it can serve.
 
 mod config;
 
 use std::{future::Future, sync::Arc};
 
 use cloud_run::{
-    response::{route_root, text},
+    response::{readiness, route_root, text, READY_PATH},
     Body,
 };
-use http::{Request, Response, StatusCode};
-use tokio::{net::TcpListener, task::JoinHandle};
-use tracing::{debug, info, warn};
+use http::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn, Instrument as _};
 
 pub use config::Config;
 // Verification lives in `id-token`, which cloud-run-ingress shares; these
 // are what configuring and embedding the receiver needs of it.
-pub use id_token::{AuthConfig, AuthError, Caller, Clock, Invokers, KeyPolicy, Verifier};
+pub use id_token::{
+    AuthConfig, AuthError, Caller, Clock, IapConfig, Invokers, KeyPolicy, Mechanism,
+    RequireGoogleIdToken, Verifier,
+};
 
 /// The tutorial's exact answer, without a trailing newline.
 pub const HELLO: &str = "Hello from the receiving service!";
@@ -43,12 +47,15 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver that verifies tokens per `config.auth`, or lets everyone
     /// in (leaving protection to Cloud Run's IAM check) when it is `None`.
-    pub fn new(mut config: Config) -> Result<Self, ReceiverStartError> {
+    /// `AUTH_AUDIENCE=auto` is resolved here, from the metadata server
+    /// ([`AuthConfig::resolve`]), so this waits for it.
+    pub async fn new(mut config: Config) -> Result<Self, ReceiverStartError> {
         let verifier = match config.auth.take() {
             None => None,
             Some(auth) => {
                 let http = cloud_run::client::build(auth.keys.fetch_timeout)
                     .map_err(ReceiverStartError::Client)?;
+                let auth = auth.resolve(&http).await?;
                 Some(Arc::new(Verifier::new(auth, http)))
             }
         };
@@ -83,6 +90,8 @@ impl cloud_run::Service for Receiver {
                 audiences = ?v.audiences(),
                 issuers = ?v.issuers(),
                 jwks_url = %v.jwks_url(),
+                iap_audiences = ?v.iap_audiences(),
+                iap_jwks_url = v.iap_keys().map(|k| k.url().as_str()),
                 allowed_invokers = v.allowed_count(),
                 "receiver starting"
             ),
@@ -96,9 +105,7 @@ impl cloud_run::Service for Receiver {
                  since anyone can mint one; list the callers' emails to let in only them"
             );
         }
-        let _refresher = verifier
-            .as_ref()
-            .map(|v| AbortOnDrop(v.keys().spawn_refresher()));
+        let _refreshers = verifier.as_ref().map(|v| v.spawn_refreshers());
         let handler = move |req| {
             let verifier = verifier.clone();
             async move { handle(req, verifier.as_deref()).await }
@@ -107,32 +114,29 @@ impl cloud_run::Service for Receiver {
     }
 }
 
-async fn handle<B>(req: Request<B>, verifier: Option<&Verifier>) -> Response<Body> {
+async fn handle<B>(mut req: Request<B>, verifier: Option<&Verifier>) -> Response<Body> {
+    if req.uri().path() == READY_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
+        // Before any check: a startup probe carries no token.
+        let ready = verifier.map_or(Ok(()), Verifier::readiness);
+        return readiness(ready.as_ref().map_err(String::as_str).copied());
+    }
     if let Some(response) = route_root(&req) {
         return response;
     }
-    if let Some(verifier) = verifier {
-        match verifier.check(req.headers()).await {
-            Ok(caller) => debug!(
-                caller = caller.email.as_deref().unwrap_or("-"),
-                email_verified = caller.email_verified,
-                "verified caller"
-            ),
-            Err(err) => {
-                debug!(%err, "request refused");
-                return err.response();
-            }
-        }
+    let Some(verifier) = verifier else {
+        return hello(req).await;
+    };
+    match verifier.check_request(&mut req).await {
+        Ok(caller) => hello(req).instrument(caller.span()).await,
+        Err(refused) => refused.response(),
     }
-    text(StatusCode::OK, HELLO)
 }
 
-/// Stops the background key refresh when the server returns.
-#[derive(Debug)]
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// The service itself, once a caller is admitted: the verified caller is in
+/// the request's extensions.
+async fn hello<B>(req: Request<B>) -> Response<Body> {
+    if let Some(caller) = req.extensions().get::<Caller>() {
+        debug!(mechanism = %caller.mechanism, "greeting the caller");
     }
+    text(StatusCode::OK, HELLO)
 }

@@ -11,10 +11,13 @@ use receiver::{Config, Receiver, ReceiverStartError};
 #[tokio::main]
 async fn main() -> ExitCode {
     // As set: an empty AUTH_* variable is an error, not "verification off".
-    let receiver = cloud_run::logging::init(&process_env)
+    let config = cloud_run::logging::init(&process_env)
         .and_then(|()| Config::from_env(&process_env_as_set))
-        .map_err(ReceiverStartError::from)
-        .and_then(Receiver::new);
+        .map_err(ReceiverStartError::from);
+    let receiver = match config {
+        Ok(config) => Receiver::new(config).await,
+        Err(err) => Err(err),
+    };
     match receiver {
         Ok(receiver) => run_until_signal(receiver, &process_env).await,
         Err(err) => cannot_start(&err),

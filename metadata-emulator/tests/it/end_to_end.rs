@@ -73,7 +73,7 @@ async fn start_verifying_receiver(metadata: SocketAddr, allowed: &str) -> Spawne
         server: server_config(),
         auth: Some(auth),
     };
-    let receiver = receiver::Receiver::new(config).expect("receiver");
+    let receiver = receiver::Receiver::new(config).await.expect("receiver");
     let mut loaded = receiver.verifier().expect("verifying").keys().subscribe();
     let server = Spawned::new(addr, move |stop| receiver.run(listener, stop));
     loaded

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::{
-    support::{bounded, client, now, url, FakeJwks},
+    support::{bounded, client, metadata, now, url, FakeJwks},
     tokens::{self, claims, keys, signed, with},
 };
 
@@ -84,6 +84,63 @@ async fn bad_auth_settings_exit_non_zero_naming_them() {
             "AUTH_ALLOWED_INVOKERS",
         )
         .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auto_off_cloud_run_or_without_a_deterministic_url_exits_naming_it() {
+    bounded(async {
+        let auto = ("AUTH_AUDIENCE", "auto");
+        let allowed = ("AUTH_ALLOWED_INVOKERS", "sender@p.iam.gserviceaccount.com");
+        let (_, message) = refused(receiver().envs([auto, allowed])).await;
+        assert!(message.starts_with("AUTH_AUDIENCE: "), "{message}");
+        assert!(message.contains("K_SERVICE"), "{message}");
+
+        let metadata = metadata(123_456_789_012, "us-central1").await;
+        let host = metadata.addr().to_string();
+        let long = "s".repeat(51);
+        let (_, message) = refused(receiver().envs([
+            auto,
+            allowed,
+            ("K_SERVICE", &long),
+            ("GCE_METADATA_HOST", &host),
+        ]))
+        .await;
+        assert!(message.starts_with("AUTH_AUDIENCE: "), "{message}");
+        assert!(message.contains("more than 63"), "{message}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auto_resolves_at_start_and_logs_the_audiences() {
+    bounded(async {
+        let metadata = metadata(123_456_789_012, "us-central1").await;
+        let mut child = receiver()
+            .env("AUTH_AUDIENCE", "auto,https://api.example.com")
+            .env("AUTH_ALLOWED_INVOKERS", tokens::ALLOWED)
+            .env("AUTH_JWKS_URL", "http://127.0.0.1:9/certs")
+            .env("K_SERVICE", "receiver")
+            .env("GCE_METADATA_HOST", metadata.addr().to_string())
+            .spawn()
+            .expect("spawn");
+        let (_, logs) = listening(&mut child).await;
+        exits_zero_on_sigterm(&mut child).await;
+        let logs = logs.await.expect("log lines");
+        let resolved = logs
+            .iter()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("json"))
+            .find(|entry| entry["message"] == "AUTH_AUDIENCE=auto resolved")
+            .unwrap_or_else(|| panic!("no resolution logged: {logs:?}"));
+        let url = "https://receiver-123456789012.us-central1.run.app";
+        assert_eq!(resolved["resolved"], url);
+        assert_eq!(resolved["severity"], "INFO");
+        let audiences = resolved["audiences"].as_str().expect("audiences");
+        assert!(
+            audiences.contains(url) && audiences.contains("https://api.example.com"),
+            "{audiences}"
+        );
     })
     .await;
 }

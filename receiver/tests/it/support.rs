@@ -14,7 +14,7 @@ pub(crate) use cloud_run::testing::{bounded, client, Gate};
 use cloud_run::{response::text, testing::Spawned, Body, ServerConfig};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use id_token::KeyCache;
-use receiver::{AuthConfig, Clock, Invokers, Receiver};
+use receiver::{AuthConfig, Clock, IapConfig, Invokers, Receiver};
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::Notify};
 
@@ -35,6 +35,7 @@ pub(crate) async fn start_receiver(config: receiver::Config) -> Spawned {
     let addr = listener.local_addr().expect("addr");
     Spawned::new(addr, move |stop| async move {
         receiver::Receiver::new(config)
+            .await
             .expect("receiver")
             .run(listener, stop)
             .await;
@@ -230,10 +231,22 @@ pub(crate) fn auth_config(jwks: SocketAddr) -> AuthConfig {
     config
 }
 
-/// A verifying receiver, in-process, and its key cache.
+/// Verification of IAP assertions only, keys from `iap_jwks`, for the
+/// test audience and the allowlist.
+pub(crate) fn iap_auth_config(iap_jwks: SocketAddr) -> AuthConfig {
+    let mut config = auth_config(iap_jwks);
+    config.audiences.clear();
+    let mut iap = IapConfig::google(vec![tokens::IAP_AUDIENCE.to_owned()]);
+    iap.jwks_url = format!("http://{iap_jwks}/certs").parse().expect("url");
+    config.iap = Some(iap);
+    config
+}
+
+/// A verifying receiver, in-process, and its key caches.
 pub(crate) struct Verifying {
     pub server: Spawned,
     pub keys: Arc<KeyCache>,
+    pub iap_keys: Option<Arc<KeyCache>>,
     client: reqwest::Client,
 }
 
@@ -245,22 +258,36 @@ impl Verifying {
             server: server_config(),
             auth: Some(auth),
         })
+        .await
         .expect("receiver");
-        let keys = Arc::clone(receiver.verifier().expect("verifying").keys());
+        let verifier = receiver.verifier().expect("verifying");
+        let keys = Arc::clone(verifier.keys());
+        let iap_keys = verifier.iap_keys().cloned();
         let listener = TcpListener::bind(receiver.addr()).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = Spawned::new(addr, move |stop| receiver.run(listener, stop));
         Self {
             server,
             keys,
+            iap_keys,
             client: client(),
         }
     }
 
-    /// Starts one and waits until it holds keys.
+    /// Starts one and waits until it holds keys (IAP's too, when it
+    /// verifies IAP assertions; ID tokens' only when it accepts them).
     pub(crate) async fn ready(auth: AuthConfig) -> Self {
+        let id_tokens = !auth.audiences.is_empty();
         let this = Self::start(auth).await;
-        this.keys_loaded(1).await;
+        if id_tokens {
+            this.keys_loaded(1).await;
+        }
+        if let Some(iap) = &this.iap_keys {
+            iap.subscribe()
+                .wait_for(|loaded| *loaded >= 1)
+                .await
+                .expect("key cache alive");
+        }
         this
     }
 
@@ -285,7 +312,12 @@ impl Verifying {
 
     /// `GET /` with these headers.
     pub(crate) async fn get(&self, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut request = self.client.get(url(self.server.addr(), "/"));
+        self.get_path("/", headers).await
+    }
+
+    /// `GET PATH` with these headers.
+    pub(crate) async fn get_path(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.client.get(url(self.server.addr(), path));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -303,4 +335,19 @@ pub(crate) fn error_description(response: &reqwest::Response) -> String {
         .unwrap_or_else(|| panic!("not an invalid_token challenge: {challenge}"));
     assert!(challenge.starts_with("Bearer realm=\""), "{challenge}");
     description.trim_end_matches('"').to_owned()
+}
+
+/// The metadata emulator, in-process on 127.0.0.1, serving this project
+/// number and region.
+pub(crate) async fn metadata(project_number: u64, region: &str) -> Spawned {
+    let mut config = metadata_emulator::Config::new(0);
+    config.project_number = Some(project_number);
+    config.region = region.to_owned();
+    let emulator = Arc::new(metadata_emulator::Emulator::new(config).expect("emulator"));
+    Spawned::serve(server_config(), move |req| {
+        let emulator = Arc::clone(&emulator);
+        async move { emulator.answer(&req) }
+    })
+    .await
+    .expect("metadata emulator")
 }

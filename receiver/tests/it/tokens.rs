@@ -10,7 +10,7 @@ use aws_lc_rs::{
     hmac,
     rand::SystemRandom,
     rsa::{KeyPair, KeySize, PublicKeyComponents},
-    signature::{self, KeyPair as _},
+    signature::{self, EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING},
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use id_token::STRIPPED_REASON;
@@ -68,6 +68,93 @@ impl TestKey {
     }
 }
 
+/// The audience of IAP assertions in the tests: a backend service.
+pub(crate) const IAP_AUDIENCE: &str = "/projects/123456789012/global/backendServices/4567";
+
+/// An EC P-256 key pair for signing test IAP assertions (ES256).
+pub(crate) struct EcKey {
+    /// Its key id.
+    pub kid: String,
+    pair: EcdsaKeyPair,
+}
+
+impl EcKey {
+    /// A fresh P-256 key.
+    pub(crate) fn generate(kid: &str) -> Self {
+        Self {
+            kid: kid.to_owned(),
+            pair: EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key"),
+        }
+    }
+
+    /// The public key as a JWK, as IAP's `public_key-jwk` lists it.
+    pub(crate) fn jwk(&self) -> Value {
+        // The uncompressed point: 0x04, then x and y, 32 bytes each.
+        let point = self.pair.public_key().as_ref();
+        json!({
+            "kty": "EC",
+            "alg": "ES256",
+            "use": "sig",
+            "crv": "P-256",
+            "kid": self.kid,
+            "x": b64(&point[1..33]),
+            "y": b64(&point[33..65]),
+        })
+    }
+
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair
+            .sign(&SystemRandom::new(), message)
+            .expect("sign")
+            .as_ref()
+            .to_vec()
+    }
+}
+
+/// The EC keys of a test run: one published, one never.
+pub(crate) struct EcKeys {
+    /// Published as `iap-1`.
+    pub one: EcKey,
+    /// Never published.
+    pub rogue: EcKey,
+}
+
+/// The run's EC keys, generated once.
+pub(crate) fn ec_keys() -> &'static EcKeys {
+    static KEYS: LazyLock<EcKeys> = LazyLock::new(|| EcKeys {
+        one: EcKey::generate("iap-1"),
+        rogue: EcKey::generate("iap-rogue"),
+    });
+    &KEYS
+}
+
+/// A JWKS document with these JWKs.
+pub(crate) fn jwks_of(jwks: &[Value]) -> Value {
+    json!({ "keys": jwks })
+}
+
+/// Claims of a valid IAP assertion for the allowed caller, issued 10 s
+/// before `now`: IAP's shape, with no `email_verified`.
+pub(crate) fn iap_claims(now: i64) -> Value {
+    json!({
+        "iss": "https://cloud.google.com/iap",
+        "aud": IAP_AUDIENCE,
+        "sub": "accounts.google.com:112233445566778899000",
+        "email": ALLOWED,
+        "iat": now - 10,
+        "exp": now + 590,
+    })
+}
+
+/// An ES256 assertion signed by `key`, with these claims.
+pub(crate) fn iap_signed(key: &EcKey, claims: &Value) -> String {
+    token(
+        &json!({ "alg": "ES256", "kid": key.kid, "typ": "JWT" }),
+        claims,
+        Signing::Es256(key),
+    )
+}
+
 /// The keys of a test run: two published, one never.
 pub(crate) struct Keys {
     /// Published as `key-1`.
@@ -106,6 +193,7 @@ pub(crate) enum Signing<'a> {
     Rs512(&'a TestKey),
     Ps256(&'a TestKey),
     Hs256(&'a [u8]),
+    Es256(&'a EcKey),
     /// An empty signature segment.
     Unsigned,
     /// What Cloud Run forwards after its own check.
@@ -123,6 +211,7 @@ pub(crate) fn sign(message: &str, signing: Signing<'_>) -> String {
         Signing::Hs256(secret) => {
             b64(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), m).as_ref())
         }
+        Signing::Es256(k) => b64(&k.sign(m)),
         Signing::Unsigned => String::new(),
         Signing::Stripped => "SIGNATURE_REMOVED_BY_GOOGLE".to_owned(),
     };

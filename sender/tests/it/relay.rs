@@ -55,6 +55,7 @@ async fn works_with_the_real_receiver() {
         let addr = listener.local_addr().expect("addr");
         let _receiver = cloud_run::testing::Spawned::new(addr, move |stop| async move {
             receiver::Receiver::new(receiver)
+                .await
                 .expect("receiver")
                 .run(listener, stop)
                 .await;
