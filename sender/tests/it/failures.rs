@@ -7,8 +7,8 @@ use http::StatusCode;
 use tokio::{io::AsyncReadExt, net::TcpListener};
 
 use crate::support::{
-    bounded, client, hour, root, sender_config, start_sender, Tutorial, FakeMetadata, FakeReceiver,
-    ReceiverMode,
+    bounded, client, hour, root, sender_config, start_sender, FakeMetadata, FakeReceiver,
+    ReceiverMode, Tutorial,
 };
 
 /// An address where nothing listens.

@@ -11,8 +11,8 @@ use sender::RefreshPolicy;
 use tokio::net::TcpListener;
 
 use crate::support::{
-    bounded, client, hour, root, sender_config, start_sender, Tutorial, FakeMetadata, FakeReceiver,
-    MetadataMode, ReceiverMode,
+    bounded, client, hour, root, sender_config, start_sender, FakeMetadata, FakeReceiver,
+    MetadataMode, ReceiverMode, Tutorial,
 };
 
 /// `n` requests, `concurrency` at a time; every status.

@@ -6,8 +6,8 @@ use http::{header, StatusCode};
 use sender::PREFIX;
 
 use crate::support::{
-    bounded, client, hour, root, sender_config, start_sender, Tutorial, FakeMetadata, FakeReceiver,
-    ReceiverMode,
+    bounded, client, hour, root, sender_config, start_sender, FakeMetadata, FakeReceiver,
+    ReceiverMode, Tutorial,
 };
 
 #[tokio::test]

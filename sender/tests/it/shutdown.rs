@@ -4,7 +4,7 @@
 use http::StatusCode;
 
 use crate::support::{
-    bounded, client, hour, root, Tutorial, FakeMetadata, FakeReceiver, ReceiverMode,
+    bounded, client, hour, root, FakeMetadata, FakeReceiver, ReceiverMode, Tutorial,
 };
 
 #[tokio::test]

@@ -7,8 +7,8 @@ use http::StatusCode;
 use sender::RefreshPolicy;
 
 use crate::support::{
-    bounded, client, hour, root, sender_config, start_sender, Tutorial, Emulator, FakeMetadata,
-    FakeReceiver, MetadataMode,
+    bounded, client, hour, root, sender_config, start_sender, Emulator, FakeMetadata, FakeReceiver,
+    MetadataMode, Tutorial,
 };
 
 #[tokio::test]
