@@ -4,6 +4,7 @@
 mod binary;
 mod failures;
 mod hardening;
+mod ready;
 mod relay;
 mod shutdown;
 mod sources;

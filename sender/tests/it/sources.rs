@@ -362,11 +362,7 @@ fn source_from(vars: &[(&str, String)]) -> sender::TokenSource {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
-    let env = move |name: &str| {
-        vars.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     sender::TokenSource::from_env(&env).expect("token source")
 }
 
@@ -384,7 +380,10 @@ async fn impersonating_sender(
             caller_key.to_str().expect("utf-8").to_owned(),
         ),
         ("IMPERSONATE_SERVICE_ACCOUNT", service_account.to_owned()),
-        ("IAM_CREDENTIALS_ENDPOINT", format!("http://{}/", google.addr())),
+        (
+            "IAM_CREDENTIALS_ENDPOINT",
+            format!("http://{}/", google.addr()),
+        ),
     ]);
     sender_with(source, receiver, |_| {}).await
 }
@@ -523,8 +522,8 @@ async fn an_iam_api_in_clear_text_elsewhere_stops_the_start() {
                 _ => None,
             }
         };
-        let err = sender::TokenSource::from_env(&env("http://iam.example.com/"))
-            .expect_err("clear text");
+        let err =
+            sender::TokenSource::from_env(&env("http://iam.example.com/")).expect_err("clear text");
         assert_eq!(err.var, "IAM_CREDENTIALS_ENDPOINT");
         assert!(err.to_string().contains("loopback"), "{err}");
         for allowed in ["http://127.0.0.1:9/", "https://iam.example.com/"] {
@@ -604,7 +603,8 @@ fn impersonated_answers(
         let Some(body) = &seen.json else {
             return denied("no JSON body");
         };
-        if body["delegates"] != serde_json::json!([format!("projects/-/serviceAccounts/{DELEGATE}")])
+        if body["delegates"]
+            != serde_json::json!([format!("projects/-/serviceAccounts/{DELEGATE}")])
         {
             return denied("wrong delegates");
         }
@@ -724,7 +724,10 @@ async fn an_impersonated_file_with_a_key_source_mints_through_generate_id_token(
                 "GOOGLE_APPLICATION_CREDENTIALS",
                 dir.join("adc.json").to_str().expect("utf-8").to_owned(),
             ),
-            ("IAM_CREDENTIALS_ENDPOINT", format!("http://{}", fake_server.addr())),
+            (
+                "IAM_CREDENTIALS_ENDPOINT",
+                format!("http://{}", fake_server.addr()),
+            ),
         ]);
         assert_eq!(source.name(), "impersonate");
         let sender = sender_with(source, &receiver_server, |_| {}).await;
@@ -735,7 +738,12 @@ async fn an_impersonated_file_with_a_key_source_mints_through_generate_id_token(
             .await
             .expect("response");
         let status = response.status();
-        assert_eq!(status, StatusCode::OK, "{}", response.text().await.expect("body"));
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            response.text().await.expect("body")
+        );
         let audience = format!("http://{}", receiver_server.addr());
         assert_eq!(
             receiver.authorizations(),
@@ -761,7 +769,10 @@ async fn an_impersonated_file_with_user_credentials_refreshes_them_and_mints() {
         let receiver_server = receiver.start().await;
         let source = source_from(&[
             ("CLOUDSDK_CONFIG", dir.to_str().expect("utf-8").to_owned()),
-            ("IAM_CREDENTIALS_ENDPOINT", format!("http://{}/", fake_server.addr())),
+            (
+                "IAM_CREDENTIALS_ENDPOINT",
+                format!("http://{}/", fake_server.addr()),
+            ),
         ]);
         let sender = sender_with(source, &receiver_server, |_| {}).await;
         let response = client()
@@ -798,7 +809,10 @@ async fn refused_user_credentials_are_503_without_their_secrets() {
                 "GOOGLE_APPLICATION_CREDENTIALS",
                 dir.join("adc.json").to_str().expect("utf-8").to_owned(),
             ),
-            ("IAM_CREDENTIALS_ENDPOINT", format!("http://{}/", fake_server.addr())),
+            (
+                "IAM_CREDENTIALS_ENDPOINT",
+                format!("http://{}/", fake_server.addr()),
+            ),
         ]);
         let sender = sender_with(source, &receiver_server, |_| {}).await;
         let response = client()
