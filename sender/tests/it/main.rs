@@ -5,6 +5,7 @@ mod binary;
 mod example;
 mod failures;
 mod hardening;
+mod library;
 mod ready;
 mod relay;
 mod shutdown;

@@ -871,3 +871,37 @@ async fn the_binary_impersonates_with_gclouds_well_known_file() {
     })
     .await;
 }
+
+/// The library with an impersonated credentials file: one access token
+/// from the source credentials serves the ID tokens of every audience.
+#[tokio::test]
+async fn the_library_reuses_the_callers_access_token_across_audiences() {
+    bounded(async {
+        let fake = FakeGoogle::new(impersonated_answers(is_user_refresh));
+        let fake_server = fake.start().await;
+        let token_uri = format!("http://{}/token", fake_server.addr());
+        let dir = write_in_fresh_dir("adc.json", &impersonated_file(user_source(&token_uri)));
+        let adc = dir.join("adc.json").to_str().expect("utf-8").to_owned();
+        let iam = format!("http://{}/", fake_server.addr());
+        let env = cloud_run::testing::env(&[
+            ("GOOGLE_APPLICATION_CREDENTIALS", &adc),
+            ("IAM_CREDENTIALS_ENDPOINT", &iam),
+        ]);
+        let tokens = sender::IdTokenSource::from_env_with(&env)
+            .await
+            .expect("source");
+        for audience in [
+            "https://a.example",
+            "https://b.example",
+            "https://a.example",
+        ] {
+            let token = tokens.token(audience).await.expect("token");
+            assert_eq!(
+                token.bearer().to_str().ok(),
+                Some(&*format!("Bearer {}", id_token_for(audience)))
+            );
+        }
+        assert_eq!(calls(&fake), (1, 2));
+    })
+    .await;
+}
