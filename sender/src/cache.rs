@@ -1,9 +1,11 @@
 //! The ID token cache: one token per audience, at most one fetch in flight
 //! (its result shared by everyone waiting), renewed in the background before
-//! its own `exp` as `renewal` decides, failures never cached.
+//! its own `exp` as `renewal` decides, failures never cached. Until it
+//! first holds a token it can keep trying by itself, paced as renewals are,
+//! so that a service is ready without waiting for a request.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -11,7 +13,7 @@ use cloud_run::{
     metadata::MetadataClient,
     single_flight::{SingleFlight, Waiter},
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     renewal::{retrying, RefreshPolicy, Renewal},
@@ -32,12 +34,15 @@ struct State {
     flight: SingleFlight<Outcome>,
     /// When the held token is due for renewal; the pause after failures.
     renewal: Renewal,
+    /// Why the last fetch failed: the readiness reason (a fixed phrase)
+    /// while no token was ever held.
+    last_error: Option<TokenError>,
 }
 
 /// Tokens for one audience from one source.
 #[derive(Debug)]
 pub(crate) struct TokenCache {
-    source: Connected,
+    source: Arc<Connected>,
     audience: String,
     policy: RefreshPolicy,
     state: Mutex<State>,
@@ -45,7 +50,11 @@ pub(crate) struct TokenCache {
 
 impl TokenCache {
     /// An empty cache.
-    pub(crate) fn new(source: Connected, audience: String, policy: RefreshPolicy) -> Arc<Self> {
+    pub(crate) fn new(
+        source: Arc<Connected>,
+        audience: String,
+        policy: RefreshPolicy,
+    ) -> Arc<Self> {
         Arc::new(Self {
             source,
             audience,
@@ -57,6 +66,57 @@ impl TokenCache {
     /// The metadata server, when that is where tokens come from.
     pub(crate) fn metadata(&self) -> Option<&MetadataClient> {
         self.source.metadata()
+    }
+
+    /// `Ok` once a token was ever held (a later failure is the requests'
+    /// to report); else the fixed phrase of why not yet.
+    pub(crate) fn readiness(&self) -> Result<(), String> {
+        let state = self.lock();
+        if state.token.is_some() {
+            return Ok(());
+        }
+        Err(match &state.last_error {
+            Some(err) => err.to_string(),
+            None => "no ID token yet".to_owned(),
+        })
+    }
+
+    /// Starts fetching a token now, and keeps trying in the background
+    /// until one is held, pausing after each failure as renewals do
+    /// (`min_interval`, doubling up to `max_backoff`). Requests may fetch
+    /// meanwhile as always; they share the attempt in flight. The task
+    /// holds the cache weakly: dropping the cache ends it.
+    pub(crate) fn keep_until_held(self: &Arc<Self>) {
+        let cache = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut attempts = 0u32;
+            loop {
+                let waiter = {
+                    let Some(cache) = cache.upgrade() else { return };
+                    let mut state = cache.lock();
+                    if state.token.is_some() {
+                        return;
+                    }
+                    match state.renewal.next_attempt(&cache.policy) {
+                        Some(at) if Instant::now() < at => None,
+                        _ => Some(cache.fetch(&mut state, true)),
+                    }
+                };
+                if let Some(waiter) = waiter {
+                    attempts += 1;
+                    if let Ok(Ok(_)) = waiter.wait(None).await {
+                        if attempts > 1 {
+                            info!(attempts, "first ID token after failures");
+                        }
+                        return;
+                    }
+                }
+                let Some(at) = next_attempt(&cache) else {
+                    return;
+                };
+                tokio::time::sleep_until(at.into()).await;
+            }
+        });
     }
 
     /// A token valid for at least `policy.min_remaining`.
@@ -115,9 +175,11 @@ impl TokenCache {
                             &cache.policy,
                         );
                         state.token = Some(token.clone());
+                        state.last_error = None;
                     }
                     Err(err) => {
                         state.renewal.failed(Instant::now());
+                        state.last_error = Some(err.clone());
                         warn!(audience = %cache.audience, error = %cloud_run::response::Chain(err), "ID token fetch failed");
                     }
                 }
@@ -129,4 +191,16 @@ impl TokenCache {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// When the keeper of `cache` may try again; `None` once the cache is gone.
+fn next_attempt(cache: &Weak<TokenCache>) -> Option<Instant> {
+    let cache = cache.upgrade()?;
+    let state = cache.lock();
+    Some(
+        state
+            .renewal
+            .next_attempt(&cache.policy)
+            .unwrap_or_else(Instant::now),
+    )
 }

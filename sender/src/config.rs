@@ -9,10 +9,7 @@ use cloud_run::{
 };
 use reqwest::Url;
 
-use crate::{
-    renewal::RefreshPolicy,
-    sources::{TokenSource, IAM_CREDENTIALS_URL},
-};
+use crate::{renewal::RefreshPolicy, sources::TokenSource};
 
 /// Which header carries the token to the receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +37,6 @@ pub struct Config {
     pub audience: String,
     /// `ID_TOKEN_SOURCE`.
     pub token_source: TokenSource,
-    /// Base URL of the IAM Service Account Credentials API (for tests).
-    pub iam_credentials_url: Url,
     /// The longest wait for a token endpoint (key exchange, impersonation).
     pub token_endpoint_timeout: Duration,
     /// `ID_TOKEN_HEADER`.
@@ -59,6 +54,10 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// When cached tokens are renewed.
     pub refresh: RefreshPolicy,
+    /// Start fetching the first token at start, before any request, and
+    /// keep trying until one is held (what `GET /ready` waits for). On by
+    /// default; off, the first request fetches it.
+    pub fetch_at_start: bool,
 }
 
 impl Config {
@@ -69,7 +68,6 @@ impl Config {
             audience: origin(&receiver_url),
             receiver_url,
             token_source: TokenSource::Metadata,
-            iam_credentials_url: Url::parse(IAM_CREDENTIALS_URL).expect("a valid URL"),
             token_endpoint_timeout: Duration::from_secs(5),
             token_header: TokenHeader::Authorization,
             metadata_host: metadata::DEFAULT_HOST.to_owned(),
@@ -78,6 +76,7 @@ impl Config {
             metadata_timeout: Duration::from_secs(5),
             max_response_bytes: 1024 * 1024,
             refresh: RefreshPolicy::default(),
+            fetch_at_start: true,
         }
     }
 

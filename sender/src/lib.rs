@@ -3,13 +3,22 @@
 //! `Response from receiving service: <receiver's body>` with the receiver's
 //! status.
 //!
+//! `GET /ready` answers 200 once the sender holds a token (at once with
+//! `ID_TOKEN_SOURCE=none`), 503 with the reason before; it fetches its first
+//! token at start, without a request, and keeps trying until it has one.
+//!
+//! The token sources and cache are a library too: [`IdTokenSource`] gets ID
+//! tokens for code that is not this sender.
+//!
 //! Modules, each building only on those listed before it: `token` (the ID
 //! token and its errors), `renewal` (when to renew), `sources` (where tokens
 //! come from), `cache` (one token per audience, one fetch at a time),
-//! `config`, `relay`.
+//! `id_token_source` (the library: a source and its caches), `config`,
+//! `relay`.
 
 mod cache;
 mod config;
+mod id_token_source;
 mod relay;
 mod renewal;
 mod sources;
@@ -22,12 +31,12 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 pub use config::{Config, TokenHeader};
+pub use id_token_source::IdTokenSource;
 pub use relay::PREFIX;
 pub use renewal::RefreshPolicy;
-pub use sources::{ServiceAccountKey, SourceError, TokenSource};
-pub use token::{IdToken, TokenError};
+pub use sources::{Impersonation, ServiceAccountKey, SourceError, TokenSource};
+pub use token::{IdToken, TokenError, Upstream};
 
-use cache::TokenCache;
 use relay::Relay;
 use sources::Endpoints;
 
@@ -64,14 +73,11 @@ impl Sender {
         let endpoints = Endpoints {
             metadata_host: &config.metadata_host,
             metadata_timeout: config.metadata_timeout,
-            iam_credentials_url: &config.iam_credentials_url,
             token_endpoint_timeout: config.token_endpoint_timeout,
         };
-        let tokens = config
-            .token_source
-            .connect(&http, endpoints)
+        let tokens = IdTokenSource::connect(&config.token_source, &http, endpoints, config.refresh)
             .await?
-            .map(|source| TokenCache::new(source, config.audience.clone(), config.refresh));
+            .map(|source| source.cache(&config.audience));
         let relay = Arc::new(Relay::new(
             http.clone(),
             config.receiver_url.clone(),
@@ -110,6 +116,7 @@ impl cloud_run::Service for Sender {
             audience = %config.audience,
             token_source = config.token_source.name(),
             identity = config.token_source.identity(),
+            impersonated_by = config.token_source.caller(),
             token_header = ?config.token_header,
             metadata_host = %config.metadata_host,
             request_timeout = ?config.request_timeout,
@@ -137,6 +144,11 @@ impl cloud_run::Service for Sender {
                     }
                 }
             });
+        }
+        if config.fetch_at_start {
+            // Spawned: `listening` is not delayed, and the first caller
+            // finds the token already there, or its fetch under way.
+            relay.fetch_at_start();
         }
         let handler = move |req| {
             let relay = Arc::clone(&relay);

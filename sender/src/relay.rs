@@ -6,10 +6,13 @@ use std::{sync::Arc, time::Duration};
 use bytes::BytesMut;
 use cloud_run::{
     client::{read_capped, BodyError},
-    response::{self, route_root, text, Chain},
+    response::{self, readiness, route_root, text, Chain, READY_PATH},
     Body, HttpError,
 };
-use http::{header::AUTHORIZATION, HeaderMap, HeaderName, Request, Response, StatusCode};
+use http::{
+    header::{ALLOW, AUTHORIZATION},
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode,
+};
 use reqwest::Url;
 use tracing::{debug, warn};
 
@@ -112,8 +115,25 @@ impl Relay {
         self.tokens.as_ref().and_then(|tokens| tokens.metadata())
     }
 
+    /// Starts fetching the first token, and keeps trying until one is held.
+    pub(crate) fn fetch_at_start(&self) {
+        if let Some(tokens) = &self.tokens {
+            tokens.keep_until_held();
+        }
+    }
+
+    /// Whether the sender can serve: it holds a token, or needs none.
+    fn readiness(&self) -> Result<(), String> {
+        self.tokens
+            .as_ref()
+            .map_or(Ok(()), |tokens| tokens.readiness())
+    }
+
     /// Answers one request to the sender.
     pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
+        if req.uri().path() == READY_PATH {
+            return ready(&req, self.readiness());
+        }
         if let Some(response) = route_root(&req) {
             return response;
         }
@@ -184,4 +204,17 @@ impl Relay {
             RelayError::Unreachable(err)
         }
     }
+}
+
+/// `GET /ready`, answered by the sender itself: never relayed, no token
+/// needed. Other methods get 405, as on `/`.
+fn ready<B>(req: &Request<B>, state: Result<(), String>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    readiness(state.as_ref().map(|_| ()).map_err(String::as_str))
 }

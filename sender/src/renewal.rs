@@ -96,6 +96,13 @@ impl Renewal {
             .is_none_or(|last| instant.saturating_duration_since(last) >= self.pause(policy))
     }
 
+    /// When the next attempt may start: the last one's end plus the pause;
+    /// `None` before any attempt ended.
+    pub(crate) fn next_attempt(&self, policy: &RefreshPolicy) -> Option<Instant> {
+        self.last_ended
+            .and_then(|last| last.checked_add(self.pause(policy)))
+    }
+
     /// `min_interval` after a success; doubled per failure since, capped.
     fn pause(&self, policy: &RefreshPolicy) -> Duration {
         let factor = 2u32.saturating_pow(self.failures.min(16));

@@ -3,7 +3,6 @@
 
 use std::{
     fmt,
-    path::Path,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -13,6 +12,9 @@ use serde::Deserialize;
 
 use super::{adc::KeyFile, exchange::exchange};
 use crate::token::TokenError;
+
+/// The OAuth grant type of a signed assertion.
+pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// How token endpoints are named in errors.
 pub(super) const TOKEN_ENDPOINT: &str = "the token endpoint";
@@ -36,14 +38,11 @@ impl fmt::Debug for ServiceAccountKey {
 }
 
 impl ServiceAccountKey {
-    /// The key in `file`, read from `path` (named in errors).
-    pub(super) fn load(path: &Path, file: KeyFile) -> Result<Self, ConfigError> {
-        let problem = |what: &str| {
-            ConfigError::new(
-                "GOOGLE_APPLICATION_CREDENTIALS",
-                format!("{}: {what}", path.display()),
-            )
-        };
+    /// The key in `file`; `problem` makes the error naming the file.
+    pub(super) fn load(
+        file: KeyFile,
+        problem: impl Fn(&str) -> ConfigError,
+    ) -> Result<Self, ConfigError> {
         if file.client_email.is_empty() || file.private_key_id.is_empty() {
             return Err(problem("client_email or private_key_id missing"));
         }
@@ -76,24 +75,47 @@ impl ServiceAccountKey {
         }
         let assertion = self.assertion(audience)?;
         let request = http.post(self.token_uri.clone()).timeout(timeout).form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("grant_type", JWT_BEARER),
             ("assertion", assertion.as_str()),
         ]);
         let answer: Answer = exchange(request, TOKEN_ENDPOINT).await?;
         Ok(answer.id_token)
     }
 
-    /// A JWT-bearer assertion asking `token_uri` for an ID token for `audience`.
+    /// Where the key is exchanged.
+    pub(super) fn token_uri(&self) -> &Url {
+        &self.token_uri
+    }
+
+    /// A JWT-bearer assertion asking `token_uri` for an ID token for
+    /// `audience`.
     fn assertion(&self, audience: &str) -> Result<String, TokenError> {
+        self.sign(Grant::IdToken(audience))
+    }
+
+    /// A JWT-bearer assertion asking `token_uri` for an OAuth access token
+    /// with `scope`: the key as the caller of an impersonation.
+    pub(super) fn access_assertion(&self, scope: &str) -> Result<String, TokenError> {
+        self.sign(Grant::Access(scope))
+    }
+
+    fn sign(&self, grant: Grant<'_>) -> Result<String, TokenError> {
         #[derive(serde::Serialize)]
         struct Claims<'a> {
             iss: &'a str,
             sub: &'a str,
             aud: &'a str,
-            target_audience: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            target_audience: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            scope: Option<&'a str>,
             iat: u64,
             exp: u64,
         }
+        let (target_audience, scope) = match grant {
+            Grant::IdToken(audience) => (Some(audience), None),
+            Grant::Access(scope) => (None, Some(scope)),
+        };
         let iat = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -104,10 +126,19 @@ impl ServiceAccountKey {
             iss: &self.client_email,
             sub: &self.client_email,
             aud: self.token_uri.as_str(),
-            target_audience: audience,
+            target_audience,
+            scope,
             iat,
             exp: iat + 3600,
         };
         jsonwebtoken::encode(&header, &claims, &self.key).map_err(|_| TokenError::Sign)
     }
+}
+
+/// What an assertion asks the token endpoint for.
+enum Grant<'a> {
+    /// An ID token for this audience.
+    IdToken(&'a str),
+    /// An access token with this scope.
+    Access(&'a str),
 }

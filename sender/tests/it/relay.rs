@@ -190,7 +190,13 @@ async fn forwards_trace_headers() {
 #[tokio::test]
 async fn other_paths_and_methods_answer_like_the_receiver() {
     bounded(async {
-        let chain = Tutorial::start(FakeMetadata::new(vec![hour()]), FakeReceiver::hello()).await;
+        // Nothing fetched at start either: only a relayed request needs one.
+        let chain = Tutorial::start_with(
+            FakeMetadata::new(vec![hour()]),
+            FakeReceiver::hello(),
+            |config| config.fetch_at_start = false,
+        )
+        .await;
         let base = root(chain.sender.addr());
         let r = client().get(format!("{base}x")).send().await.expect("404");
         assert_eq!(r.status(), StatusCode::NOT_FOUND);

@@ -356,18 +356,36 @@ fn impersonation_answers(seen: &Seen) -> (StatusCode, String) {
     )
 }
 
+/// A token source read from `vars`, as the sender reads its environment.
+fn source_from(vars: &[(&str, String)]) -> sender::TokenSource {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    sender::TokenSource::from_env(&env).expect("token source")
+}
+
+/// `IMPERSONATE_SERVICE_ACCOUNT` with the caller's own key, exchanged at
+/// the fake's `/token`; `IAM_CREDENTIALS_ENDPOINT` at the fake.
 async fn impersonating_sender(
     google: &Spawned,
     receiver: &Spawned,
     service_account: &str,
 ) -> Spawned {
     let caller_key = key_file(&format!("http://{}/token", google.addr())).await;
-    let base: reqwest::Url = format!("http://{}/", google.addr()).parse().expect("url");
-    let source = sender::TokenSource::Impersonate {
-        service_account: service_account.to_owned(),
-        caller_key: Some(caller_key),
-    };
-    sender_with(source, receiver, |config| config.iam_credentials_url = base).await
+    let source = source_from(&[
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            caller_key.to_str().expect("utf-8").to_owned(),
+        ),
+        ("IMPERSONATE_SERVICE_ACCOUNT", service_account.to_owned()),
+        (
+            "IAM_CREDENTIALS_ENDPOINT",
+            format!("http://{}/", google.addr()),
+        ),
+    ]);
+    sender_with(source, receiver, |_| {}).await
 }
 
 #[tokio::test]
@@ -454,10 +472,16 @@ async fn impersonation_with_unresponsive_caller_credentials_is_503_not_a_hang() 
         });
         let caller_key = key_file(&format!("http://{silent_addr}/token")).await;
         let receiver_server = FakeReceiver::hello().start().await;
-        let source = sender::TokenSource::Impersonate {
-            service_account: "receiver-caller@test-project.iam.gserviceaccount.com".to_owned(),
-            caller_key: Some(caller_key),
-        };
+        let source = source_from(&[
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                caller_key.to_str().expect("utf-8").to_owned(),
+            ),
+            (
+                "IMPERSONATE_SERVICE_ACCOUNT",
+                "receiver-caller@test-project.iam.gserviceaccount.com".to_owned(),
+            ),
+        ]);
         let sender = sender_with(source, &receiver_server, |config| {
             config.token_endpoint_timeout = Duration::from_millis(500);
         })
@@ -472,7 +496,7 @@ async fn impersonation_with_unresponsive_caller_credentials_is_503_not_a_hang() 
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.text().await.expect("body"),
-            "could not get an ID token: the caller's credentials did not answer in time\n"
+            "could not get an ID token: the caller's token endpoint did not answer in time\n"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
     })
@@ -486,20 +510,26 @@ async fn an_iam_api_in_clear_text_elsewhere_stops_the_start() {
     bounded(async {
         // The caller's own token endpoint is loopback: allowed.
         let caller_key = key_file("http://127.0.0.1:9/token").await;
-        let mut config = crate::support::sender_config("127.0.0.1:9".parse().expect("addr"), None);
-        config.token_source = sender::TokenSource::Impersonate {
-            service_account: "receiver-caller@test-project.iam.gserviceaccount.com".to_owned(),
-            caller_key: Some(caller_key.clone()),
+        let caller_key = caller_key.to_str().expect("utf-8").to_owned();
+        let env = |endpoint: &'static str| {
+            let caller_key = caller_key.clone();
+            move |name: &str| match name {
+                "GOOGLE_APPLICATION_CREDENTIALS" => Some(caller_key.clone()),
+                "IMPERSONATE_SERVICE_ACCOUNT" => {
+                    Some("receiver-caller@test-project.iam.gserviceaccount.com".to_owned())
+                }
+                "IAM_CREDENTIALS_ENDPOINT" => Some(endpoint.to_owned()),
+                _ => None,
+            }
         };
-        let mut remote = config.clone();
-        remote.iam_credentials_url = "http://iam.example.com/".parse().expect("url");
-        let err = sender::Sender::new(remote).await.expect_err("clear text");
-        let text = err.to_string();
-        assert!(text.contains("IAM credentials API"), "{text}");
-        assert!(text.contains("clear text"), "{text}");
+        let err =
+            sender::TokenSource::from_env(&env("http://iam.example.com/")).expect_err("clear text");
+        assert_eq!(err.var, "IAM_CREDENTIALS_ENDPOINT");
+        assert!(err.to_string().contains("loopback"), "{err}");
         for allowed in ["http://127.0.0.1:9/", "https://iam.example.com/"] {
-            let mut config = config.clone();
-            config.iam_credentials_url = allowed.parse().expect("url");
+            let mut config =
+                crate::support::sender_config("127.0.0.1:9".parse().expect("addr"), None);
+            config.token_source = sender::TokenSource::from_env(&env(allowed)).expect(allowed);
             sender::Sender::new(config).await.expect(allowed);
         }
     })
@@ -522,6 +552,356 @@ async fn a_key_exchanged_in_clear_text_elsewhere_stops_the_start() {
         assert_eq!(err.var, "GOOGLE_APPLICATION_CREDENTIALS");
         assert!(err.to_string().contains("clear text"), "{err}");
         assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
+    })
+    .await;
+}
+
+/// The account an impersonated credentials file names, and the delegate
+/// gcloud wrote in it (a bare email).
+const TARGET: &str = "receiver-caller@test-project.iam.gserviceaccount.com";
+const DELEGATE: &str = "delegate-sa@test-project.iam.gserviceaccount.com";
+/// What the fake token endpoint hands the source credentials.
+const SOURCE_ACCESS: &str = "ya29.source-access-token";
+
+/// The fake's answers for an `impersonated_service_account` file: `/token`
+/// gives the access token to a request `source_ok` accepts; the IAM API
+/// mints only for that access token, for [`TARGET`], through [`DELEGATE`].
+fn impersonated_answers(
+    source_ok: impl Fn(&Seen) -> Result<(), String> + Send + Sync + 'static,
+) -> impl Fn(&Seen) -> (StatusCode, String) + Send + Sync + 'static {
+    move |seen| {
+        if seen.path == "/token" {
+            return match source_ok(seen) {
+                Ok(()) => (
+                    StatusCode::OK,
+                    serde_json::json!({
+                        "access_token": SOURCE_ACCESS,
+                        "expires_in": 3599,
+                        "token_type": "Bearer"
+                    })
+                    .to_string(),
+                ),
+                Err(why) => (
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({ "error": "invalid_grant", "error_description": why })
+                        .to_string(),
+                ),
+            };
+        }
+        let denied = |why: &str| {
+            (
+                StatusCode::FORBIDDEN,
+                serde_json::json!({ "error": { "code": 403, "message": why } }).to_string(),
+            )
+        };
+        if seen.path != format!("/v1/projects/-/serviceAccounts/{TARGET}:generateIdToken") {
+            return denied("wrong account");
+        }
+        if seen.authorization.as_deref() != Some(&*format!("Bearer {SOURCE_ACCESS}")) {
+            return denied("not the source's access token");
+        }
+        let Some(body) = &seen.json else {
+            return denied("no JSON body");
+        };
+        if body["delegates"]
+            != serde_json::json!([format!("projects/-/serviceAccounts/{DELEGATE}")])
+        {
+            return denied("wrong delegates");
+        }
+        if body["includeEmail"] != true {
+            return denied("no includeEmail");
+        }
+        let audience = body["audience"].as_str().unwrap_or("");
+        (
+            StatusCode::OK,
+            serde_json::json!({ "token": id_token_for(audience) }).to_string(),
+        )
+    }
+}
+
+/// An `impersonated_service_account` file as gcloud writes it, around
+/// `source`. Its URL's host is not where the sender goes.
+fn impersonated_file(source: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "type": "impersonated_service_account",
+        "delegates": [DELEGATE],
+        "service_account_impersonation_url": format!(
+            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken"
+        ),
+        "source_credentials": source,
+    })
+}
+
+/// gcloud's user credentials, refreshed at `token_uri`.
+fn user_source(token_uri: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "authorized_user",
+        "client_id": "client-id.apps.googleusercontent.com",
+        "client_secret": "client-secret",
+        "refresh_token": "1//refresh-token",
+        "token_uri": token_uri,
+    })
+}
+
+/// Whether a `/token` request is the user credentials' refresh.
+fn is_user_refresh(seen: &Seen) -> Result<(), String> {
+    let expected = [
+        ("grant_type", "refresh_token"),
+        ("client_id", "client-id.apps.googleusercontent.com"),
+        ("client_secret", "client-secret"),
+        ("refresh_token", "1//refresh-token"),
+    ];
+    for (key, value) in expected {
+        if form(seen, key) != Some(value) {
+            return Err(format!("{key} is not {value}"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `json` as `name` in a fresh directory; the directory.
+fn write_in_fresh_dir(name: &str, json: &serde_json::Value) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sender-adc-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join(name), json.to_string()).expect("write");
+    dir
+}
+
+/// The ID tokens the receiver got, and the calls the fake saw: how many to
+/// `/token`, how many to the IAM API.
+fn calls(google: &FakeGoogle) -> (usize, usize) {
+    let seen = google.seen();
+    let token = seen.iter().filter(|s| s.path == "/token").count();
+    (token, seen.len() - token)
+}
+
+#[tokio::test]
+async fn an_impersonated_file_with_a_key_source_mints_through_generate_id_token() {
+    bounded(async {
+        let public = test_key().await.public_der.clone();
+        let google = Arc::new(std::sync::OnceLock::<String>::new());
+        let token_uri = Arc::clone(&google);
+        let fake = FakeGoogle::new(impersonated_answers(move |seen| {
+            // A signed assertion asking for an access token, not an ID token.
+            if form(seen, "grant_type") != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
+                return Err("not a JWT bearer grant".to_owned());
+            }
+            let assertion = form(seen, "assertion").ok_or("no assertion")?;
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+            validation.set_audience(&[token_uri.get().ok_or("no token_uri")?]);
+            validation.set_issuer(&[EMAIL]);
+            let claims = jsonwebtoken::decode::<serde_json::Value>(
+                assertion,
+                &jsonwebtoken::DecodingKey::from_rsa_der(&public),
+                &validation,
+            )
+            .map_err(|err| err.to_string())?
+            .claims;
+            if claims["scope"] != "https://www.googleapis.com/auth/cloud-platform" {
+                return Err("wrong scope".to_owned());
+            }
+            if claims.get("target_audience").is_some() {
+                return Err("asks for an ID token".to_owned());
+            }
+            Ok(())
+        }));
+        let fake_server = fake.start().await;
+        let token_uri = format!("http://{}/token", fake_server.addr());
+        google.set(token_uri.clone()).expect("once");
+        let key: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(key_file(&token_uri).await).expect("read key"),
+        )
+        .expect("json");
+        let dir = write_in_fresh_dir("adc.json", &impersonated_file(key));
+        let receiver = FakeReceiver::hello();
+        let receiver_server = receiver.start().await;
+        let source = source_from(&[
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                dir.join("adc.json").to_str().expect("utf-8").to_owned(),
+            ),
+            (
+                "IAM_CREDENTIALS_ENDPOINT",
+                format!("http://{}", fake_server.addr()),
+            ),
+        ]);
+        assert_eq!(source.name(), "impersonate");
+        let sender = sender_with(source, &receiver_server, |_| {}).await;
+
+        let response = client()
+            .get(root(sender.addr()))
+            .send()
+            .await
+            .expect("response");
+        let status = response.status();
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            response.text().await.expect("body")
+        );
+        let audience = format!("http://{}", receiver_server.addr());
+        assert_eq!(
+            receiver.authorizations(),
+            vec![Some(format!("Bearer {}", id_token_for(&audience)))]
+        );
+        assert_eq!(calls(&fake), (1, 1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_impersonated_file_with_user_credentials_refreshes_them_and_mints() {
+    bounded(async {
+        let fake = FakeGoogle::new(impersonated_answers(is_user_refresh));
+        let fake_server = fake.start().await;
+        let token_uri = format!("http://{}/token", fake_server.addr());
+        // gcloud's well-known file, found as `auto` finds it.
+        let dir = write_in_fresh_dir(
+            "application_default_credentials.json",
+            &impersonated_file(user_source(&token_uri)),
+        );
+        let receiver = FakeReceiver::hello();
+        let receiver_server = receiver.start().await;
+        let source = source_from(&[
+            ("CLOUDSDK_CONFIG", dir.to_str().expect("utf-8").to_owned()),
+            (
+                "IAM_CREDENTIALS_ENDPOINT",
+                format!("http://{}/", fake_server.addr()),
+            ),
+        ]);
+        let sender = sender_with(source, &receiver_server, |_| {}).await;
+        let response = client()
+            .get(root(sender.addr()))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let audience = format!("http://{}", receiver_server.addr());
+        assert_eq!(
+            receiver.authorizations(),
+            vec![Some(format!("Bearer {}", id_token_for(&audience)))]
+        );
+        assert_eq!(calls(&fake), (1, 1));
+    })
+    .await;
+}
+
+/// A refresh token the token endpoint refuses (revoked, expired
+/// reauthentication): 503 with a fixed phrase; the secrets stay out of it.
+#[tokio::test]
+async fn refused_user_credentials_are_503_without_their_secrets() {
+    bounded(async {
+        let fake = FakeGoogle::new(impersonated_answers(|_| {
+            Err("Token has been expired or revoked.".to_owned())
+        }));
+        let fake_server = fake.start().await;
+        let token_uri = format!("http://{}/token", fake_server.addr());
+        let dir = write_in_fresh_dir("adc.json", &impersonated_file(user_source(&token_uri)));
+        let receiver = FakeReceiver::hello();
+        let receiver_server = receiver.start().await;
+        let source = source_from(&[
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                dir.join("adc.json").to_str().expect("utf-8").to_owned(),
+            ),
+            (
+                "IAM_CREDENTIALS_ENDPOINT",
+                format!("http://{}/", fake_server.addr()),
+            ),
+        ]);
+        let sender = sender_with(source, &receiver_server, |_| {}).await;
+        let response = client()
+            .get(root(sender.addr()))
+            .send()
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = response.text().await.expect("body");
+        assert_eq!(
+            body,
+            "could not get an ID token: the caller's token endpoint refused\n"
+        );
+        for secret in ["refresh-token", "client-secret", "expired or revoked"] {
+            assert!(!body.contains(secret), "{body}");
+        }
+        assert_eq!(receiver.request_count(), 0);
+    })
+    .await;
+}
+
+/// The real binary, configured only by its environment as a user runs it
+/// after `gcloud auth application-default login
+/// --impersonate-service-account`.
+#[tokio::test]
+async fn the_binary_impersonates_with_gclouds_well_known_file() {
+    bounded(async {
+        let fake = FakeGoogle::new(impersonated_answers(is_user_refresh));
+        let fake_server = fake.start().await;
+        let token_uri = format!("http://{}/token", fake_server.addr());
+        let dir = write_in_fresh_dir(
+            "application_default_credentials.json",
+            &impersonated_file(user_source(&token_uri)),
+        );
+        let receiver = FakeReceiver::hello();
+        let receiver_server = receiver.start().await;
+        let mut child = crate::binary::sender()
+            .env("RECEIVING_SERVICE_URL", root(receiver_server.addr()))
+            .env("CLOUDSDK_CONFIG", &dir)
+            .env(
+                "IAM_CREDENTIALS_ENDPOINT",
+                format!("http://{}/", fake_server.addr()),
+            )
+            .spawn()
+            .expect("spawn");
+        let (addr, _logs) = crate::binary::listening(&mut child).await;
+        let response = client().get(root(addr)).send().await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.text().await.expect("body"),
+            format!("{}{}", sender::PREFIX, receiver::HELLO)
+        );
+        assert_eq!(calls(&fake), (1, 1));
+        crate::binary::sigterm(&child);
+        assert!(child.wait().await.expect("status").success());
+    })
+    .await;
+}
+
+/// The library with an impersonated credentials file: one access token
+/// from the source credentials serves the ID tokens of every audience.
+#[tokio::test]
+async fn the_library_reuses_the_callers_access_token_across_audiences() {
+    bounded(async {
+        let fake = FakeGoogle::new(impersonated_answers(is_user_refresh));
+        let fake_server = fake.start().await;
+        let token_uri = format!("http://{}/token", fake_server.addr());
+        let dir = write_in_fresh_dir("adc.json", &impersonated_file(user_source(&token_uri)));
+        let adc = dir.join("adc.json").to_str().expect("utf-8").to_owned();
+        let iam = format!("http://{}/", fake_server.addr());
+        let env = cloud_run::testing::env(&[
+            ("GOOGLE_APPLICATION_CREDENTIALS", &adc),
+            ("IAM_CREDENTIALS_ENDPOINT", &iam),
+        ]);
+        let tokens = sender::IdTokenSource::from_env_with(&env)
+            .await
+            .expect("source");
+        for audience in [
+            "https://a.example",
+            "https://b.example",
+            "https://a.example",
+        ] {
+            let token = tokens.token(audience).await.expect("token");
+            assert_eq!(
+                token.bearer().to_str().ok(),
+                Some(&*format!("Bearer {}", id_token_for(audience)))
+            );
+        }
+        assert_eq!(calls(&fake), (1, 2));
     })
     .await;
 }

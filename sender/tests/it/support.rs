@@ -16,7 +16,10 @@ pub(crate) use cloud_run::testing::{bounded, client, loopback as server_config, 
 use cloud_run::{response::text, testing::Spawned, Body};
 use http::{Request, Response, StatusCode};
 use sender::{Config, RefreshPolicy, TokenSource};
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::{
+    net::TcpListener,
+    sync::{watch, Notify},
+};
 
 /// `http://ADDR/`.
 pub(crate) fn root(addr: SocketAddr) -> String {
@@ -91,6 +94,9 @@ pub(crate) struct FakeMetadata {
     pub in_flight: AtomicUsize,
     pub max_in_flight: AtomicUsize,
     pub answered: Notify,
+    /// Bumped when an identity call arrives and when it is answered: what
+    /// [`FakeMetadata::until`] waits on, without missing a change.
+    progress: watch::Sender<usize>,
 }
 
 impl FakeMetadata {
@@ -103,7 +109,17 @@ impl FakeMetadata {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             answered: Notify::new(),
+            progress: watch::Sender::new(0),
         })
+    }
+
+    /// Returns once `done(self)` holds, checked after each identity call
+    /// arrives or is answered.
+    pub(crate) async fn until(&self, done: impl Fn(&Self) -> bool) {
+        let mut changed = self.progress.subscribe();
+        while !done(self) {
+            changed.changed().await.expect("the fake lives");
+        }
     }
 
     pub(crate) fn call_count(&self) -> usize {
@@ -161,6 +177,7 @@ impl FakeMetadata {
             calls.push(call.clone());
             calls.len()
         };
+        self.progress.send_modify(|n| *n += 1);
         let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight
             .fetch_max(now_in_flight, Ordering::SeqCst);
@@ -209,6 +226,7 @@ impl FakeMetadata {
         };
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.answered.notify_waiters();
+        self.progress.send_modify(|n| *n += 1);
         response
     }
 }
@@ -372,6 +390,11 @@ impl Tutorial {
         self.servers.1.addr()
     }
 
+    /// `GET /ready` on the sender: status and body.
+    pub(crate) async fn ready(&self) -> (StatusCode, String) {
+        ready(self.sender.addr()).await
+    }
+
     /// `GET /` on the sender: status and body.
     pub(crate) async fn get(&self) -> (StatusCode, String) {
         let response = client()
@@ -382,6 +405,17 @@ impl Tutorial {
         let status = response.status();
         (status, response.text().await.expect("body"))
     }
+}
+
+/// `GET /ready` on a sender at `addr`: status and body.
+pub(crate) async fn ready(addr: SocketAddr) -> (StatusCode, String) {
+    let response = client()
+        .get(format!("http://{addr}/ready"))
+        .send()
+        .await
+        .expect("sender answers");
+    let status = response.status();
+    (status, response.text().await.expect("body"))
 }
 
 /// A long-lived token, as the real metadata server mints.

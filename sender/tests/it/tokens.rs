@@ -11,13 +11,19 @@ use crate::support::{
     MetadataMode, Tutorial,
 };
 
+/// No fetch at start: these tests study what requests do on a cold cache.
+fn cold(config: &mut sender::Config) {
+    config.fetch_at_start = false;
+}
+
 #[tokio::test]
 async fn concurrent_requests_on_a_cold_cache_make_one_metadata_call() {
     bounded(async {
         let metadata = FakeMetadata::new(vec![hour()]);
         // A slow metadata server, so that the requests pile up behind the fetch.
         *metadata.latency.lock().expect("lock") = Duration::from_millis(300);
-        let chain = Tutorial::start(metadata, FakeReceiver::hello()).await;
+        // The requests start the fetch, not the sender's start.
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), cold).await;
         let client = client();
         let url = root(chain.sender.addr());
         let requests: Vec<_> = (0..300)
@@ -106,6 +112,7 @@ async fn a_nearly_expired_token_is_not_used() {
         // Tokens with 3 s left are below the 10 s minimum: never reused.
         let metadata = FakeMetadata::new(vec![MetadataMode::Mint(Duration::from_secs(3))]);
         let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), |config| {
+            cold(config);
             config.refresh = RefreshPolicy {
                 early: Duration::from_secs(60),
                 min_remaining: Duration::from_secs(10),
@@ -145,7 +152,7 @@ async fn a_failed_fetch_is_not_cached() {
     bounded(async {
         // A refusal that retrying soon would not cure: not retried.
         let metadata = FakeMetadata::new(vec![MetadataMode::Fail(StatusCode::FORBIDDEN), hour()]);
-        let chain = Tutorial::start(metadata, FakeReceiver::hello()).await;
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), cold).await;
         let (status, body) = chain.get().await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
@@ -168,7 +175,7 @@ async fn a_transient_failure_is_retried_for_a_waiting_request() {
             MetadataMode::Fail(StatusCode::INTERNAL_SERVER_ERROR),
             hour(),
         ]);
-        let chain = Tutorial::start(metadata, FakeReceiver::hello()).await;
+        let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), cold).await;
         let (status, body) = chain.get().await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(chain.metadata.call_count(), 3);
@@ -181,6 +188,7 @@ async fn a_retried_failure_stays_within_the_wait_budget() {
     bounded(async {
         let metadata = FakeMetadata::new(vec![MetadataMode::Fail(StatusCode::SERVICE_UNAVAILABLE)]);
         let chain = Tutorial::start_with(metadata, FakeReceiver::hello(), |config| {
+            cold(config);
             config.refresh = RefreshPolicy {
                 retry_budget: Duration::from_millis(400),
                 ..RefreshPolicy::default()
