@@ -238,7 +238,11 @@ if ((docker_up)); then
     docker rm -f "${containers[@]}" >/dev/null 2>&1 || true
     containers=()
   fi
-  put meta.images "\`docker build\` of the Dockerfiles, \`docker image inspect\` sizes (IMAGES=$images)"
+  if [[ $images == auto ]]; then
+    put meta.images "built here with \`docker build -f Dockerfile.SERVICE\`; sizes from \`docker image inspect\`"
+  else
+    put meta.images "built beforehand as ${prefix}SERVICE (IMAGES=skip); sizes from \`docker image inspect\`"
+  fi
 else
   put meta.images "not measured: no docker engine answered on this machine (IMAGES=$images)"
 fi
