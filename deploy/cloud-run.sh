@@ -324,6 +324,12 @@ cmd_build() {
   done
 }
 
+# Cloud Run sends an instance traffic only once it answers GET /ready with
+# 200: the sender once it holds an ID token, a verifying receiver once it
+# holds signing keys (both answer at once otherwise). An HTTP probe needs
+# HTTP/1: a service deployed with --use-http2 needs a TCP probe instead.
+readonly STARTUP_PROBE='httpGet.path=/ready,periodSeconds=1,timeoutSeconds=1,failureThreshold=60'
+
 cmd_deploy_receiver() {
   local private=false
   while (($#)); do
@@ -343,7 +349,8 @@ cmd_deploy_receiver() {
       --format="value(metadata.annotations.'run.googleapis.com/invoker-iam-disabled')") || disabled=""
     [[ $disabled != true ]] || access+=(--invoker-iam-check)
   fi
-  gcp run deploy "$RECEIVER_SERVICE" --image "$(image receiver)" --region "$REGION" "${access[@]}"
+  gcp run deploy "$RECEIVER_SERVICE" --image "$(image receiver)" --region "$REGION" "${access[@]}" \
+    --startup-probe="$STARTUP_PROBE"
 }
 
 cmd_create_sa() {
@@ -398,7 +405,7 @@ cmd_deploy_sender() {
     fi
   fi
   gcp run deploy "$SENDER_SERVICE" --image "$(image sender)" --region "$REGION" \
-    --allow-unauthenticated \
+    --allow-unauthenticated --startup-probe="$STARTUP_PROBE" \
     --set-env-vars "RECEIVING_SERVICE_URL=${receiver_url},ID_TOKEN_SOURCE=${token_source}" \
     ${identity[@]+"${identity[@]}"}
 }

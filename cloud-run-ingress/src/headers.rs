@@ -3,14 +3,8 @@
 
 use std::net::IpAddr;
 
+use cloud_run::headers::SIGNATURE_REMOVED;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-
-/// The header Cloud Run reads an ID token from before `Authorization`.
-pub const X_SERVERLESS_AUTHORIZATION: HeaderName =
-    HeaderName::from_static("x-serverless-authorization");
-
-/// What Cloud Run puts in place of the signature of a token it has checked.
-pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const X_CLOUD_TRACE_CONTEXT: HeaderName = HeaderName::from_static("x-cloud-trace-context");
@@ -32,7 +26,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 /// `Transfer-Encoding` goes too: the forwarding side frames the body anew.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -48,7 +42,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends the caller's address to `X-Forwarded-For` and sets
 /// `X-Forwarded-Proto`, as a load balancer does.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str) {
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str) {
     let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {peer}"),
         _ => peer.to_string(),
@@ -62,7 +56,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str)
 /// Starts a trace for a request that carries none, in both of the formats
 /// Cloud Run sends (`traceparent`, `X-Cloud-Trace-Context`), so that the
 /// container's logs group by request as they do on Cloud Run.
-pub fn add_trace(headers: &mut HeaderMap) {
+pub(crate) fn add_trace(headers: &mut HeaderMap) {
     if headers.contains_key(&TRACEPARENT) || headers.contains_key(&X_CLOUD_TRACE_CONTEXT) {
         return;
     }
@@ -88,7 +82,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The token in a header value `Bearer <token>` (scheme matched without
 /// regard to case), if that is what it holds.
-pub fn bearer(value: &HeaderValue) -> Option<&str> {
+pub(crate) fn bearer(value: &HeaderValue) -> Option<&str> {
     let value = value.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
@@ -97,7 +91,7 @@ pub fn bearer(value: &HeaderValue) -> Option<&str> {
 
 /// `Bearer <header>.<payload>.SIGNATURE_REMOVED_BY_GOOGLE`: the token as
 /// Cloud Run passes a checked one on, which nobody can replay.
-pub fn without_signature(token: &str) -> Option<HeaderValue> {
+pub(crate) fn without_signature(token: &str) -> Option<HeaderValue> {
     let (signed, _signature) = token.rsplit_once('.')?;
     let mut value = HeaderValue::try_from(format!("Bearer {signed}.{SIGNATURE_REMOVED}")).ok()?;
     value.set_sensitive(true);
@@ -106,7 +100,7 @@ pub fn without_signature(token: &str) -> Option<HeaderValue> {
 
 /// The HTML page Google's front end answers a refused request with, naming
 /// the status and the path (HTML-escaped), never the token.
-pub fn error_page(status: StatusCode, path: &str) -> String {
+pub(crate) fn error_page(status: StatusCode, path: &str) -> String {
     let path = escape(path);
     let (title, sentence) = match status {
         StatusCode::UNAUTHORIZED => (

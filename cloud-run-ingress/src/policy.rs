@@ -199,7 +199,7 @@ impl Member {
 
 /// The policy in force, re-read from its file when the file changes.
 #[derive(Debug, Clone)]
-pub struct Watched {
+pub(crate) struct Watched {
     current: Arc<RwLock<Arc<Policy>>>,
 }
 
@@ -227,7 +227,7 @@ impl Watched {
     /// every `interval` when it has changed, until the returned value and
     /// its clones are dropped. A change that does not parse keeps the last
     /// good policy, with a warning.
-    pub fn start(path: PathBuf, interval: Duration) -> Result<Self, PolicyError> {
+    pub(crate) fn start(path: PathBuf, interval: Duration) -> Result<Self, PolicyError> {
         let policy = Policy::load(&path)?;
         let current = Arc::new(RwLock::new(Arc::new(policy)));
         let weak = Arc::downgrade(&current);
@@ -266,7 +266,7 @@ impl Watched {
     }
 
     /// The policy in force now.
-    pub fn get(&self) -> Arc<Policy> {
+    pub(crate) fn get(&self) -> Arc<Policy> {
         Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
     }
 }

@@ -21,5 +21,5 @@ pub mod url;
 
 pub use config::{ConfigError, ServerConfig};
 pub use response::{Body, HttpError};
-pub use serve::{serve, shutdown_signal};
+pub use serve::{serve, serve_with_peer, shutdown_signal, ResponseBody};
 pub use service::Service;

@@ -35,6 +35,21 @@ pub fn error(err: &dyn HttpError) -> Response<Body> {
     text(err.status(), format!("{err}\n"))
 }
 
+/// Where every service answers whether it can serve: a startup probe's
+/// path (`--startup-probe=httpGet.path=/ready`). Not a path ending in `z`,
+/// some of which Cloud Run reserves, and not under `/_ah/`.
+pub const READY_PATH: &str = "/ready";
+
+/// The answer on [`READY_PATH`]: 200 `ready`, or 503 with the one-line
+/// reason the service cannot serve yet. Answered by the service itself,
+/// without authentication and without relaying it.
+pub fn readiness(ready: Result<(), &str>) -> Response<Body> {
+    match ready {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
+        Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")),
+    }
+}
+
 /// Both services serve one resource, `/`, for GET and HEAD. This answers
 /// everything else: 404 for another path, 405 (with `Allow`) for another
 /// method. `None` means the request is for the service itself.

@@ -5,6 +5,7 @@
 
 use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -22,7 +23,6 @@ use crate::{
     config::ServerConfig,
     conn::{self, Admission, ConnState, InFlight, Phase, Registry, Timeouts, Tracked, Watched},
     logging,
-    response::Body,
 };
 
 /// How long a connection told to close (idle timeout, shed, shutdown) may
@@ -35,14 +35,44 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 ///
 /// Every request runs inside a `request` span that carries its trace id, so
 /// whatever the handler logs is correlated in Cloud Logging.
-pub async fn serve<H, F>(
+pub async fn serve<H, F, B>(
     listener: TcpListener,
     config: &ServerConfig,
     handler: H,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
+{
+    serve_with_peer(listener, config, move |req, _| handler(req), shutdown).await;
+}
+
+/// A response body the serve loop can send: [`Body`] for the services'
+/// small complete answers, or a streamed one (a proxy's).
+pub trait ResponseBody:
+    hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// [`serve`], with the address of each request's peer handed to `handler`
+/// beside the request (a proxy names it in `X-Forwarded-For`).
+pub async fn serve_with_peer<H, F, B>(
+    listener: TcpListener,
+    config: &ServerConfig,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
 {
     let timeouts = Timeouts {
         header: config.header_read_timeout,
@@ -124,6 +154,7 @@ pub async fn serve<H, F>(
         let service = HandlerService {
             handler: handler.clone(),
             conn: state.clone(),
+            peer,
         };
         let conn = builder.serve_connection(io, service).into_owned();
         let draining = draining.clone();
@@ -148,8 +179,7 @@ pub async fn serve<H, F>(
     }
 }
 
-type Connection<H> =
-    auto::Connection<'static, TokioIo<Watched<TcpStream>>, HandlerService<H>, TokioExecutor>;
+type Connection<S> = auto::Connection<'static, TokioIo<Watched<TcpStream>>, S, TokioExecutor>;
 
 /// Runs one connection to its end, closing it when a phase outlives its
 /// timeout, when the registry sheds it, or (gracefully) on shutdown.
@@ -157,15 +187,16 @@ type Connection<H> =
 /// The watchdog wakes at the current phase's deadline, and at least every
 /// `min(header, idle)`: a phase that begins later cannot end sooner than
 /// that, so no deadline is missed, and requests pay no timer work at all.
-async fn drive<H, F>(
-    conn: Connection<H>,
+async fn drive<H, F, B>(
+    conn: Connection<HandlerService<H>>,
     state: &ConnState,
     timeouts: Timeouts,
     mut draining: watch::Receiver<()>,
     peer: SocketAddr,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
 {
     let recheck = timeouts.header.min(timeouts.idle);
     tokio::pin!(conn);
@@ -331,23 +362,25 @@ impl Refusals {
 struct HandlerService<H> {
     handler: H,
     conn: Arc<ConnState>,
+    peer: SocketAddr,
 }
 
-impl<H, F> hyper::service::Service<Request<Incoming>> for HandlerService<H>
+impl<H, F, B> hyper::service::Service<Request<Incoming>> for HandlerService<H>
 where
-    H: Fn(Request<Incoming>) -> F,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
 {
-    type Response = Response<Tracked<Body>>;
+    type Response = Response<Tracked<B>>;
     type Error = Infallible;
     type Future = std::pin::Pin<
-        Box<dyn Future<Output = Result<Response<Tracked<Body>>, Infallible>> + Send + 'static>,
+        Box<dyn Future<Output = Result<Response<Tracked<B>>, Infallible>> + Send + 'static>,
     >;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::start(&self.conn);
         let span = logging::request_span(&req);
-        let response = (self.handler)(req);
+        let response = (self.handler)(req, self.peer);
         Box::pin(
             async move { Ok(response.await.map(|body| Tracked::new(body, in_flight))) }
                 .instrument(span),

@@ -401,8 +401,17 @@ def all_accounts(state):
 
 def run_deploy(state, name, flags):
     only(flags, "--image", "--region", "--allow-unauthenticated", "--no-allow-unauthenticated",
-         "--invoker-iam-check", "--no-invoker-iam-check", "--service-account", "--set-env-vars")
+         "--invoker-iam-check", "--no-invoker-iam-check", "--service-account", "--set-env-vars",
+         "--startup-probe")
     need(flags, "--image", "--region")
+    if "--startup-probe" in flags:
+        probe = dict(item.split("=", 1) for item in flags["--startup-probe"].split(","))
+        unknown = set(probe) - {"httpGet.path", "httpGet.port", "tcpSocket.port", "initialDelaySeconds",
+                                "periodSeconds", "timeoutSeconds", "failureThreshold"}
+        if unknown:
+            raise Usage(f"--startup-probe: unknown keys {sorted(unknown)}")
+        if probe.get("httpGet.path", "").endswith("z"):
+            raise Usage("--startup-probe: Cloud Run reserves some paths ending in z")
     if flags["--image"] not in state["images"]:
         raise Fail(f"Image '{flags['--image']}' not found.")
     if "--allow-unauthenticated" in flags and "--no-allow-unauthenticated" in flags:

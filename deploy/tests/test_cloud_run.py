@@ -12,6 +12,9 @@ PROJECT = "demo-project"
 REGION = "us-central1"
 REGISTRY = f"{REGION}-docker.pkg.dev/{PROJECT}/cloud-run-auth"
 SA = f"calling-service-sa@{PROJECT}.iam.gserviceaccount.com"
+# Cloud Run sends traffic once GET /ready answers 200 (HTTP/1, not a path
+# ending in z).
+PROBE = "--startup-probe=httpGet.path=/ready,periodSeconds=1,timeoutSeconds=1,failureThreshold=60"
 DEFAULT_SA = "123456789012-compute@developer.gserviceaccount.com"
 RECEIVER_URL = "https://receiving-service-abc123xyz-uc.a.run.app"
 HELLO = "Response from receiving service: Hello from the receiving service!"
@@ -38,13 +41,13 @@ TUTORIAL = [
     " '--format=value(bindings.members)' --project demo-project",
     # 1: both public, no token
     f"gcloud run deploy receiving-service --image {REGISTRY}/receiver:latest --region us-central1"
-    " --allow-unauthenticated --project demo-project",
+    " --allow-unauthenticated --startup-probe=httpGet.path=/ready,periodSeconds=1,timeoutSeconds=1,failureThreshold=60 --project demo-project",
     "gcloud run services describe receiving-service --region us-central1 '--format=value(status.url)'"
     " --project demo-project",
     "gcloud run services describe sending-service --region us-central1"
     " '--format=value(spec.template.spec.serviceAccountName)' --project demo-project",
     f"gcloud run deploy sending-service --image {REGISTRY}/sender:latest --region us-central1"
-    f" --allow-unauthenticated --set-env-vars RECEIVING_SERVICE_URL={RECEIVER_URL},ID_TOKEN_SOURCE=none"
+    f" --allow-unauthenticated --startup-probe=httpGet.path=/ready,periodSeconds=1,timeoutSeconds=1,failureThreshold=60 --set-env-vars RECEIVING_SERVICE_URL={RECEIVER_URL},ID_TOKEN_SOURCE=none"
     " --project demo-project",
     "gcloud run services describe sending-service --region us-central1 '--format=value(status.url)'"
     " --project demo-project",
@@ -53,7 +56,7 @@ TUTORIAL = [
     " '--format=value(metadata.annotations.'\"'\"'run.googleapis.com/invoker-iam-disabled'\"'\"')'"
     " --project demo-project",
     f"gcloud run deploy receiving-service --image {REGISTRY}/receiver:latest --region us-central1"
-    " --no-allow-unauthenticated --project demo-project",
+    " --no-allow-unauthenticated --startup-probe=httpGet.path=/ready,periodSeconds=1,timeoutSeconds=1,failureThreshold=60 --project demo-project",
     "gcloud run services describe sending-service --region us-central1 '--format=value(status.url)'"
     " --project demo-project",
     # 3: ID token as the default compute account
@@ -62,7 +65,7 @@ TUTORIAL = [
     "gcloud run services describe sending-service --region us-central1"
     " '--format=value(spec.template.spec.serviceAccountName)' --project demo-project",
     f"gcloud run deploy sending-service --image {REGISTRY}/sender:latest --region us-central1"
-    f" --allow-unauthenticated --set-env-vars RECEIVING_SERVICE_URL={RECEIVER_URL},ID_TOKEN_SOURCE=metadata"
+    f" --allow-unauthenticated --startup-probe=httpGet.path=/ready,periodSeconds=1,timeoutSeconds=1,failureThreshold=60 --set-env-vars RECEIVING_SERVICE_URL={RECEIVER_URL},ID_TOKEN_SOURCE=metadata"
     " --project demo-project",
     "gcloud run services describe sending-service --region us-central1 '--format=value(status.url)'"
     " --project demo-project",
@@ -74,7 +77,7 @@ TUTORIAL = [
     "gcloud run services describe receiving-service --region us-central1 '--format=value(status.url)'"
     " --project demo-project",
     f"gcloud run deploy sending-service --image {REGISTRY}/sender:latest --region us-central1"
-    f" --allow-unauthenticated --set-env-vars RECEIVING_SERVICE_URL={RECEIVER_URL},ID_TOKEN_SOURCE=metadata"
+    f" --allow-unauthenticated --startup-probe=httpGet.path=/ready,periodSeconds=1,timeoutSeconds=1,failureThreshold=60 --set-env-vars RECEIVING_SERVICE_URL={RECEIVER_URL},ID_TOKEN_SOURCE=metadata"
     f" --service-account {SA} --project demo-project",
     "gcloud run services describe sending-service --region us-central1 '--format=value(status.url)'"
     " --project demo-project",
@@ -263,7 +266,7 @@ def test_deploy_receiver_public_by_default(cloud):
     cloud.run("deploy-receiver", check=True)
     (argv,) = deploys(cloud, "receiving-service")
     assert argv == ["run", "deploy", "receiving-service", "--image", f"{REGISTRY}/receiver:latest",
-                    "--region", REGION, "--allow-unauthenticated", "--project", PROJECT]
+                    "--region", REGION, "--allow-unauthenticated", PROBE, "--project", PROJECT]
 
 
 def test_deploy_receiver_private(cloud):
@@ -272,6 +275,7 @@ def test_deploy_receiver_private(cloud):
     (argv,) = deploys(cloud, "receiving-service")
     assert "--no-allow-unauthenticated" in argv
     assert "--allow-unauthenticated" not in argv
+    assert PROBE in argv
     assert "--invoker-iam-check" not in argv
     assert "allUsers" not in cloud.state["services"]["receiving-service"]["invokers"]
 
@@ -324,6 +328,7 @@ def test_deploy_sender_sets_the_receiver_url(cloud):
     (argv,) = deploys(cloud, "sending-service")
     assert flag(argv, "--set-env-vars") == f"RECEIVING_SERVICE_URL={RECEIVER_URL},ID_TOKEN_SOURCE=metadata"
     assert "--allow-unauthenticated" in argv
+    assert PROBE in argv
     assert "--service-account" not in argv
     assert flag(argv, "--image") == f"{REGISTRY}/sender:latest"
     describe = [argv for argv in cloud.calls() if argv[:3] == ["run", "services", "describe"]][0]

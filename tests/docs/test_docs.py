@@ -15,6 +15,7 @@ SECTIONS = {
     "cloud-run": "Every service",
     "id-token": "Receiver",
     "sender": "Sender",
+    "cloud-run-ingress": "Cloud Run ingress",
 }
 
 # Upper-case string literals in src/ that are not environment variables.
