@@ -269,7 +269,7 @@ receiver_policy() {
 set_policy() {
   local before
   before=$(logged receiver-front-end 'IAM policy reloaded')
-  printf '%s' "$1" >"$work/receiver-policy.json"
+  printf '%s\n' "$1" >"$work/receiver-policy.json"
   await receiver-front-end "$receiver_front_pid" 'IAM policy reloaded' "$before" "$RELOAD_TIMEOUT"
 }
 
