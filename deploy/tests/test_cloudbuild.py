@@ -113,7 +113,9 @@ def ignored(tmp_path, paths):
 def test_gcloudignore_uploads_the_build_inputs_only(tmp_path):
     kept = ["Cargo.toml", "Cargo.lock", "Dockerfile.receiver", "Dockerfile.sender", ".dockerignore",
             "cloud-run/Cargo.toml", "cloud-run/src/lib.rs", "receiver/src/main.rs", "sender/src/lib.rs",
-            "sender/tests/relay/main.rs", "metadata-emulator/src/main.rs", "README.md"]
+            "sender/tests/relay/main.rs", "metadata-emulator/src/main.rs", "cloud-run-ingress/src/lib.rs",
+            "README.md"]
+    kept += sorted(p.name for p in REPO.glob("Dockerfile.*"))
     left_out = [".git/HEAD", "target/release/sender", "cloud-run/target/debug/x", "bench/results.txt",
                 ".ci/run", "deploy/cloud-run.sh", "tests/interop/test_tutorial.py", "deploy/tests/__pycache__/x.pyc", ".gcloudignore",
                 ".gitignore"]
