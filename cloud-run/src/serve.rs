@@ -48,7 +48,7 @@ pub async fn serve<H, F, B>(
     serve_with_peer(listener, config, move |req, _| handler(req), shutdown).await;
 }
 
-/// A response body the serve loop can send: [`Body`] for the services'
+/// A response body the serve loop can send: [`crate::Body`] for the services'
 /// small complete answers, or a streamed one (a proxy's).
 pub trait ResponseBody:
     hyper::body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static

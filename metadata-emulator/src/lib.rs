@@ -55,7 +55,7 @@ impl Emulator {
         self.state.keys()
     }
 
-    /// The emulator's answer to one request, as [`Emulator::run`] serves
+    /// The emulator's answer to one request, as [`cloud_run::Service::run`] serves
     /// it: for a test that wraps the emulator, e.g. to count requests.
     pub fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
         routes::answer(&self.state, req)
