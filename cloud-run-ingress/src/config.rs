@@ -102,8 +102,12 @@ pub fn parse(
         };
         match name {
             "-h" | "--help" => return Ok(Command::Help),
-            "--use-http2" if inline.is_none() => {
-                given.insert("INGRESS_USE_HTTP2", "true".to_owned());
+            "--use-http2" => {
+                // `--use-http2` or `--use-http2=true|false`, as the variable.
+                given.insert(
+                    "INGRESS_USE_HTTP2",
+                    inline.unwrap_or_else(|| "true".to_owned()),
+                );
                 continue;
             }
             _ => {}
@@ -269,6 +273,16 @@ mod tests {
 
     #[test]
     fn every_flag_has_its_variable_and_flags_win() {
+        assert!(
+            run(&[NEEDED.as_slice(), &["--use-http2=true"]].concat(), &[])
+                .expect("=true")
+                .use_http2
+        );
+        assert!(
+            !run(&[NEEDED.as_slice(), &["--use-http2=false"]].concat(), &[])
+                .expect("=false")
+                .use_http2
+        );
         let c = run(
             &["--audience=https://custom", "--use-http2", "--port", "9000"],
             &[

@@ -90,7 +90,17 @@ impl Forwarder {
         peer: SocketAddr,
     ) -> Result<Response<Incoming>, ForwardError> {
         let (mut parts, body) = req.into_parts();
+        // `TE: trailers` is the one TE HTTP/2 allows, and gRPC needs it.
+        let trailers = parts
+            .headers
+            .get(http::header::TE)
+            .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
         strip_hop_by_hop(&mut parts.headers);
+        if trailers && self.version == Version::HTTP_2 {
+            parts
+                .headers
+                .insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        }
         add_forwarded(&mut parts.headers, peer.ip(), "http");
         add_trace(&mut parts.headers);
         let path = parts

@@ -43,10 +43,17 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends the caller's address to `X-Forwarded-For` and sets
 /// `X-Forwarded-Proto`, as a load balancer does.
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &'static str) {
-    let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {peer}"),
-        _ => peer.to_string(),
-    };
+    // Every earlier line, in order: a proxy may have sent several.
+    let mut chain: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect();
+    chain.push(peer.to_string());
+    let chain = chain.join(", ");
     if let Ok(value) = HeaderValue::try_from(chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -175,8 +182,10 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
         add_forwarded(&mut h, "::1".parse().expect("ip"), "http");
-        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, ::1");
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 198.51.100.1, ::1");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
     }
 
     #[test]

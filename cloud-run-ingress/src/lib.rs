@@ -25,11 +25,11 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{debug, info, warn};
 
 pub use config::{parse, Command, Config, DEFAULT_TIMEOUT, HELP};
-pub use policy::{Policy, PolicyError};
+pub use policy::{Identity, Policy, PolicyError, Verdict};
 
 use forward::Forwarder;
 use headers::{bearer, error_page, without_signature};
-use policy::{Identity, Verdict, Watched};
+use policy::Watched;
 
 /// How often the policy file is looked at: a change takes effect within
 /// this, well inside the 2 s a `gcloud ... add-iam-policy-binding` takes.
@@ -137,7 +137,8 @@ impl Shared {
     /// `X-Serverless-Authorization` when present (then only that header is
     /// checked), else from `Authorization`; verified; its identity holding an
     /// invoking role. On success the checked header's signature is replaced,
-    /// so the container never receives a replayable token.
+    /// so the container never receives the checked token in a replayable
+    /// form (another `Authorization` passes untouched, as on Cloud Run).
     async fn admit(&self, policy: &Policy, headers: &mut HeaderMap) -> Result<(), StatusCode> {
         use cloud_run::headers::X_SERVERLESS_AUTHORIZATION;
         let name = if headers.contains_key(&X_SERVERLESS_AUTHORIZATION) {
@@ -171,6 +172,7 @@ impl Shared {
                 .email
                 .filter(|_| caller.email_verified)
                 .map(|email| email.to_ascii_lowercase()),
+            domain: caller.hosted_domain.map(|hd| hd.to_ascii_lowercase()),
         };
         if policy.check(&identity) == Verdict::Denied {
             debug!(

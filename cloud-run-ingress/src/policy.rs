@@ -28,6 +28,10 @@ const INVOKING_ROLES: [&str; 7] = [
 pub struct Identity {
     /// The token's `email`, lowercased, when `email_verified` is true.
     pub email: Option<String>,
+    /// The token's `hd` (hosted domain) claim, lowercased: what IAM's
+    /// `domain:` members match, never the email's suffix (any consumer
+    /// account may have an address in a domain it does not belong to).
+    pub domain: Option<String>,
 }
 
 /// One member of a binding, as far as it can be matched locally.
@@ -125,8 +129,10 @@ impl Policy {
             }
             for member in &binding.members {
                 match Member::parse(member) {
-                    Some(Member::AllUsers) if level == "project" => {
-                        warn!(member = %member, "allUsers cannot hold a project role; ignored");
+                    Some(Member::AllUsers | Member::AllAuthenticatedUsers)
+                        if level == "project" =>
+                    {
+                        warn!(member = %member, "public principals cannot hold a project role; ignored");
                     }
                     Some(parsed) => invokers.push(parsed),
                     None => {
@@ -158,7 +164,7 @@ impl Policy {
     /// Whether the caller holds an invoking role.
     pub fn check(&self, caller: &Identity) -> Verdict {
         let email = caller.email.as_deref();
-        let domain = email.and_then(|e| e.rsplit_once('@')).map(|(_, d)| d);
+        let domain = caller.domain.as_deref();
         let allowed = self.invokers.iter().any(|member| match member {
             Member::AllUsers | Member::AllAuthenticatedUsers => true,
             Member::Email(listed) => email == Some(listed.as_str()),
@@ -228,10 +234,11 @@ impl Watched {
     /// its clones are dropped. A change that does not parse keeps the last
     /// good policy, with a warning.
     pub(crate) fn start(path: PathBuf, interval: Duration) -> Result<Self, PolicyError> {
+        // Stamped before reading, so an edit in between is reloaded.
+        let mut last = stamp(&path);
         let policy = Policy::load(&path)?;
         let current = Arc::new(RwLock::new(Arc::new(policy)));
         let weak = Arc::downgrade(&current);
-        let mut last = stamp(&path);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -282,6 +289,7 @@ mod tests {
     fn caller(email: &str) -> Identity {
         Identity {
             email: Some(email.to_owned()),
+            domain: None,
         }
     }
 
@@ -345,14 +353,26 @@ mod tests {
             Verdict::Allowed
         );
         assert_eq!(p.check(&caller("dev@example.com")), Verdict::Allowed);
-        assert_eq!(p.check(&caller("anyone@corp.example")), Verdict::Allowed);
+        let member_of_corp = Identity {
+            email: Some("anyone@corp.example".to_owned()),
+            domain: Some("corp.example".to_owned()),
+        };
+        assert_eq!(p.check(&member_of_corp), Verdict::Allowed);
+        // An address in the domain is not membership of it.
+        assert_eq!(p.check(&caller("anyone@corp.example")), Verdict::Denied);
         assert_eq!(p.check(&caller("team@example.com")), Verdict::Denied);
         assert_eq!(
             p.check(&caller("other@p.iam.gserviceaccount.com")),
             Verdict::Denied
         );
         assert_eq!(p.check(&caller("x@sub.corp.example")), Verdict::Denied);
-        assert_eq!(p.check(&Identity { email: None }), Verdict::Denied);
+        assert_eq!(
+            p.check(&Identity {
+                email: None,
+                domain: None
+            }),
+            Verdict::Denied
+        );
     }
 
     #[test]
@@ -361,7 +381,24 @@ mod tests {
             r#"{"bindings":[{"role":"roles/run.invoker","members":["allAuthenticatedUsers"]}]}"#,
         );
         assert!(!p.is_public());
-        assert_eq!(p.check(&Identity { email: None }), Verdict::Allowed);
+        assert_eq!(
+            p.check(&Identity {
+                email: None,
+                domain: None
+            }),
+            Verdict::Allowed
+        );
+        let p = policy(
+            r#"{"projectBindings":[{"role":"roles/run.invoker","members":["allAuthenticatedUsers"]}]}"#,
+        );
+        assert_eq!(
+            p.check(&Identity {
+                email: None,
+                domain: None
+            }),
+            Verdict::Denied,
+            "no public principal holds a project role"
+        );
     }
 
     #[test]

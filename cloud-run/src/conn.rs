@@ -82,6 +82,8 @@ pub(crate) struct ConnState {
     /// Milliseconds since `base` of the last write while a response was
     /// waiting, or of when the first of them became ready.
     progress_ms: AtomicU64,
+    /// Response bodies waiting on their own source, not on the peer.
+    body_waiting: AtomicU32,
     /// Woken when the registry sheds this connection.
     pub shed: Notify,
 }
@@ -94,6 +96,7 @@ impl ConnState {
             base,
             responding: AtomicU32::new(0),
             progress_ms: AtomicU64::new(0),
+            body_waiting: AtomicU32::new(0),
             shed: Notify::new(),
         };
         state
@@ -206,10 +209,23 @@ impl ConnState {
         }
     }
 
+    /// A response body started (`true`) or stopped waiting on its own
+    /// source; when it has something again, the peer's clock starts afresh.
+    fn body_waiting(&self, waiting: bool) {
+        if waiting {
+            self.body_waiting.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.body_waiting.fetch_sub(1, Ordering::AcqRel);
+            self.progress_ms.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
     /// Since when a ready response has waited for the peer without a byte
-    /// going out; `None` when no response is waiting.
+    /// going out; `None` when no response is waiting, or one is waiting on
+    /// its own source (a proxied stream between chunks).
     pub(crate) fn stalled_since(&self) -> Option<Instant> {
-        (self.responding.load(Ordering::Acquire) != 0)
+        (self.responding.load(Ordering::Acquire) != 0
+            && self.body_waiting.load(Ordering::Acquire) == 0)
             .then(|| self.base + Duration::from_millis(self.progress_ms.load(Ordering::Acquire)))
     }
 
@@ -264,7 +280,10 @@ impl Drop for InFlight {
 #[derive(Debug)]
 pub(crate) struct Tracked<B> {
     body: B,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    /// The body itself has nothing to send yet (a proxied stream waiting on
+    /// its source): the peer is not the one holding the response up.
+    waiting: bool,
 }
 
 impl<B> Tracked<B> {
@@ -272,8 +291,22 @@ impl<B> Tracked<B> {
         in_flight.response_ready();
         Self {
             body,
-            _in_flight: in_flight,
+            in_flight,
+            waiting: false,
         }
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        if self.waiting != waiting {
+            self.waiting = waiting;
+            self.in_flight.state.body_waiting(waiting);
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.set_waiting(false);
     }
 }
 
@@ -285,7 +318,11 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        // A body that is all there (the services' own answers) is never
+        // pending, so this costs them nothing.
+        self.set_waiting(poll.is_pending());
+        poll
     }
 
     fn is_end_stream(&self) -> bool {

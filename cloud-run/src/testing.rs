@@ -17,7 +17,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{Body, ServerConfig};
+use crate::ServerConfig;
 
 /// Every test finishes within this, or fails instead of hanging.
 pub const LIMIT: Duration = Duration::from_secs(30);
@@ -257,10 +257,11 @@ impl Spawned {
     }
 
     /// Binds `addr` (port 0 for any) and serves `handler` there.
-    pub async fn serve<H, F>(config: ServerConfig, handler: H) -> std::io::Result<Self>
+    pub async fn serve<H, F, B>(config: ServerConfig, handler: H) -> std::io::Result<Self>
     where
         H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-        F: Future<Output = Response<Body>> + Send + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: crate::ResponseBody,
     {
         let listener = TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;

@@ -48,11 +48,7 @@ pub(crate) fn is_loopback_ip(ip: IpAddr) -> bool {
 /// Basic credentials). A value with an `@` is never echoed: it may hold a
 /// password.
 pub fn http_url(var: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let shown = if value.contains('@') {
-        "(not shown: it has an @)".to_owned()
-    } else {
-        format!("{value:?}")
-    };
+    let shown = shown(value);
     let url = Url::parse(value)
         .map_err(|err| ConfigError::new(var, format!("not an absolute URL ({err}): {shown}")))?;
     if !url.username().is_empty() || url.password().is_some() {
@@ -80,11 +76,22 @@ pub fn secure_url(var: &'static str, value: &str, what: &str) -> Result<Url, Con
             var,
             format!(
                 "plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost), \
-                 as {what}; use https: {value:?}"
+                 as {what}; use https: {}",
+                shown(value)
             ),
         ));
     }
     Ok(url)
+}
+
+/// `value` for an error line, unless it has an `@` and so may hold a
+/// password.
+fn shown(value: &str) -> String {
+    if value.contains('@') {
+        "(not shown: it has an @)".to_owned()
+    } else {
+        format!("{value:?}")
+    }
 }
 
 #[cfg(test)]

@@ -565,4 +565,19 @@ mod tests {
         assert_eq!(auto.service, "receiver");
         assert_eq!(auto.metadata_host, "127.0.0.1:8999");
     }
+
+    #[tokio::test]
+    async fn a_verifier_with_auto_unresolved_is_never_ready() {
+        let c = AuthConfig::from_env(&env(&[
+            ("AUTH_AUDIENCE", "auto"),
+            ALLOWED,
+            ("K_SERVICE", "receiver"),
+        ]))
+        .expect("config")
+        .expect("on");
+        let http = cloud_run::client::build(std::time::Duration::from_secs(1)).expect("client");
+        let verifier = crate::Verifier::new(c, http);
+        let reason = verifier.readiness().expect_err("not ready");
+        assert!(reason.contains("AUTH_AUDIENCE=auto"), "{reason}");
+    }
 }

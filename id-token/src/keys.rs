@@ -373,7 +373,7 @@ impl KeyCache {
                     }
                     Err(_) => {
                         let next = retry.map_or(cache.policy.retry_min, |last| {
-                            (last * 2).min(cache.policy.retry_max)
+                            last.saturating_mul(2).min(cache.policy.retry_max)
                         });
                         retry = Some(next);
                         next

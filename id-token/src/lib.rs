@@ -17,7 +17,7 @@ pub use config::{
     AuthConfig, AutoAudience, IapConfig, Invokers, AUTH_VARS, AUTO_AUDIENCE, GOOGLE_ISSUERS,
     GOOGLE_JWKS_URL, IAP_ISSUER, IAP_JWKS_URL,
 };
-pub use keys::{KeyCache, KeyFetchError, KeyPolicy};
+pub use keys::{KeyCache, KeyFetchError, KeyPolicy, VerifyingKeys};
 pub use layer::{GoogleIdTokenService, LayerStartError, RequireGoogleIdToken};
 pub use verify::{
     bearer_token, AuthError, Caller, Mechanism, Refreshers, Verifier, IAP_ASSERTION,

@@ -91,6 +91,9 @@ pub struct Caller {
     pub subject: Option<String>,
     /// Which credential proved it.
     pub mechanism: Mechanism,
+    /// The `hd` claim: the Google Workspace or Cloud Identity domain of the
+    /// account, when it belongs to one (what IAM's `domain:` members match).
+    pub hosted_domain: Option<String>,
 }
 
 impl Caller {
@@ -272,6 +275,8 @@ impl Scheme {
 pub struct Verifier {
     id_token: Scheme,
     iap: Option<Scheme>,
+    /// `AUTH_AUDIENCE=auto` left unresolved: never ready.
+    unresolved_auto: bool,
     allowed: Option<HashSet<String>>,
     leeway: f64,
     clock: Clock,
@@ -310,6 +315,7 @@ impl Verifier {
         Self {
             id_token,
             iap,
+            unresolved_auto: config.auto_audience.is_some(),
             allowed: match config.invokers {
                 Invokers::Any => None,
                 Invokers::Only(emails) => {
@@ -372,6 +378,9 @@ impl Verifier {
     /// Whether requests can be verified: `Ok` once signing keys are held
     /// for every mechanism in use, else why not, in one line.
     pub fn readiness(&self) -> Result<(), String> {
+        if self.unresolved_auto {
+            return Err("AUTH_AUDIENCE=auto is not resolved".to_owned());
+        }
         match self.caches().find(|keys| keys.current().is_none()) {
             None => Ok(()),
             Some(keys) => Err(format!("no signing keys yet from {}", keys.url())),
@@ -511,6 +520,11 @@ impl Verifier {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             mechanism: scheme.mechanism,
+            hosted_domain: claims
+                .hd
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         };
         self.check_allowed(&caller)?;
         Ok(caller)
@@ -667,6 +681,7 @@ struct Claims {
     sub: Option<Value>,
     email: Option<Value>,
     email_verified: Option<Value>,
+    hd: Option<Value>,
 }
 
 impl From<Map<String, Value>> for Claims {
@@ -681,6 +696,7 @@ impl From<Map<String, Value>> for Claims {
             sub: take("sub"),
             email: take("email"),
             email_verified: take("email_verified"),
+            hd: take("hd"),
         }
     }
 }

@@ -83,7 +83,8 @@ impl TokenCache {
 
     /// Starts fetching a token now, and keeps trying in the background
     /// until one is held, pausing after each failure as renewals do
-    /// (`min_interval`, doubling up to `max_backoff`). Requests may fetch
+    /// (twice `min_interval` after the first, doubling up to `max_backoff`:
+    /// as `Renewal` paces them). Requests may fetch
     /// meanwhile as always; they share the attempt in flight. The task
     /// holds the cache weakly: dropping the cache ends it.
     pub(crate) fn keep_until_held(self: &Arc<Self>) {
@@ -201,6 +202,8 @@ fn next_attempt(cache: &Weak<TokenCache>) -> Option<Instant> {
         state
             .renewal
             .next_attempt(&cache.policy)
-            .unwrap_or_else(Instant::now),
+            // No attempt ended (one was abandoned): pause anyway, so a
+            // source that keeps failing that way is not retried in a loop.
+            .unwrap_or_else(|| Instant::now() + cache.policy.min_interval),
     )
 }

@@ -1,5 +1,5 @@
 //! When a cached ID token is renewed and how hard a failing source is
-//! pressed: the policy beside the single-flight cache in `token`, which asks
+//! pressed: the policy beside the single-flight cache in `cache`, which asks
 //! it whether a background renewal is due and how to retry for a request
 //! that has to wait.
 

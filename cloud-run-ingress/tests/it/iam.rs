@@ -146,10 +146,18 @@ async fn editor_on_the_project_gets_in_as_the_default_compute_account_does() {
 async fn domain_and_all_authenticated_users_members() {
     bounded(async {
         let front = private("domain", &["domain:example.com"]).await;
+        // A member of the Workspace domain: the token's hd claim says so.
+        let member = signed(&with(
+            &claims("dev@example.com", AUDIENCE),
+            json!({ "hd": "example.com" }),
+        ));
+        let (status, _) = front.get("/", &[("authorization", bearer(&member))]).await;
+        assert_eq!(status, StatusCode::OK);
+        // An address in the domain without hd (a consumer account) is not.
         let (status, _) = front
             .get("/", &[("authorization", bearer(&token("dev@example.com")))])
             .await;
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(status, StatusCode::FORBIDDEN);
         let (status, _) = front
             .get("/", &[("authorization", bearer(&token("dev@example.org")))])
             .await;

@@ -252,3 +252,66 @@ async fn a_response_the_peer_never_takes_does_not_hold_the_connection() {
     })
     .await;
 }
+
+/// A body with nothing to send for `pause`, then `hello`: a proxied stream
+/// between chunks.
+struct SlowBody {
+    pause: std::pin::Pin<Box<tokio::time::Sleep>>,
+    done: bool,
+}
+
+impl hyper::body::Body for SlowBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.done {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(std::future::Future::poll(self.pause.as_mut(), cx));
+        self.done = true;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(
+            bytes::Bytes::from_static(b"hello"),
+        ))))
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_body_waiting_on_its_source_is_not_cut_as_a_stalled_peer() {
+    bounded(async {
+        // The body pauses three header timeouts: its own wait, not the
+        // peer's, so the connection must stay.
+        let server = cloud_run::testing::Spawned::serve(
+            timeouts(200 * MS, Duration::from_secs(10)),
+            |_req| async {
+                http::Response::new(SlowBody {
+                    pause: Box::pin(tokio::time::sleep(Duration::from_millis(600))),
+                    done: false,
+                })
+            },
+        )
+        .await
+        .expect("server");
+        for http2 in [false, true] {
+            let mut client = reqwest::Client::builder().no_proxy();
+            if http2 {
+                client = client.http2_prior_knowledge();
+            }
+            let body = client
+                .build()
+                .expect("client")
+                .get(format!("http://{}/", server.addr()))
+                .send()
+                .await
+                .expect("answer")
+                .text()
+                .await
+                .expect("the whole body, not a cut connection");
+            assert_eq!(body, "hello", "http2: {http2}");
+        }
+    })
+    .await;
+}
