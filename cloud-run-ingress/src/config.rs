@@ -67,14 +67,9 @@ pub struct Config {
     pub timeout: Duration,
 }
 
-/// What the command line asks for.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// Serve with these settings.
-    Run(Box<Config>),
-    /// Print [`HELP`] and exit.
-    Help,
-}
+/// What the command line asks for: serve with these settings, or print
+/// [`HELP`].
+pub type Command = cloud_run::service::Command<Config>;
 
 /// The flags that take a value, and the variable each stands for.
 const VALUE_FLAGS: [(&str, &str); 7] = [

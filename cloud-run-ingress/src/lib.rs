@@ -175,10 +175,15 @@ impl Shared {
             domain: caller.hosted_domain.map(|hd| hd.to_ascii_lowercase()),
         };
         if policy.check(&identity) == Verdict::Denied {
-            debug!(
-                caller = identity.email.as_deref().unwrap_or("-"),
-                "no invoking role: 403"
-            );
+            match identity.email.as_deref() {
+                Some(caller) => debug!(caller, "no invoking role: 403"),
+                // Cloud Run would know the account from its id; locally
+                // only a verified email names it.
+                None => debug!(
+                    "no verified email in the token (minted without format=full?), so no member \
+                     matches but allAuthenticatedUsers: 403"
+                ),
+            }
             return Err(StatusCode::FORBIDDEN);
         }
         debug!(

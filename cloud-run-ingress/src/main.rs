@@ -4,10 +4,9 @@ use std::process::ExitCode;
 
 use cloud_run::{
     config::process_env,
-    service::{cannot_start, run_until_signal},
+    service::{cannot_start, run_until_signal, settings_or_exit},
 };
-use cloud_run_ingress::{Command, Ingress, HELP};
-use tracing::error;
+use cloud_run_ingress::{Ingress, HELP};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -22,16 +21,9 @@ async fn main() -> ExitCode {
         (Ok(()), Err(_)) => Err(cloud_run::ConfigError::new("arguments", "must be UTF-8")),
         (Ok(()), Ok(args)) => cloud_run_ingress::parse(args, &env),
     };
-    let config = match command {
-        Ok(Command::Run(config)) => *config,
-        Ok(Command::Help) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            error!("{err}");
-            return ExitCode::from(2);
-        }
+    let config = match settings_or_exit(command, HELP) {
+        Ok(config) => config,
+        Err(exit) => return exit,
     };
     match Ingress::new(config) {
         Ok(ingress) => run_until_signal(ingress, &env).await,

@@ -2,7 +2,7 @@
 //! learn the project id for trace links, install the signal handlers, bind,
 //! serve until SIGTERM, and the exit code.
 
-use std::{future::Future, net::SocketAddr, process::ExitCode};
+use std::{fmt::Display, future::Future, net::SocketAddr, process::ExitCode};
 
 use tokio::net::TcpListener;
 use tracing::error;
@@ -51,4 +51,33 @@ pub async fn run_until_signal(service: impl Service, env: Lookup<'_>) -> ExitCod
 pub fn cannot_start(err: &(dyn std::error::Error + 'static)) -> ExitCode {
     error!("{}", Chain(err));
     ExitCode::FAILURE
+}
+
+/// What the command line of a binary with flags asks for.
+#[derive(Debug, Clone)]
+pub enum Command<C> {
+    /// Serve with these settings.
+    Run(Box<C>),
+    /// Print the help and exit.
+    Help,
+}
+
+/// For a binary with flags: the settings to run with, or the exit code
+/// `main` returns at once: 0 once `help` is printed, 2 after one line
+/// naming what is wrong with the command line.
+pub fn settings_or_exit<C>(
+    command: Result<Command<C>, impl Display>,
+    help: &str,
+) -> Result<C, ExitCode> {
+    match command {
+        Ok(Command::Run(settings)) => Ok(*settings),
+        Ok(Command::Help) => {
+            print!("{help}");
+            Err(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            error!("{err}");
+            Err(ExitCode::from(2))
+        }
+    }
 }

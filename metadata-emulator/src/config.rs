@@ -136,14 +136,9 @@ impl Config {
     }
 }
 
-/// What the command line asks for.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// Serve with these settings.
-    Run(Box<Config>),
-    /// Print [`HELP`] and exit.
-    Help,
-}
+/// What the command line asks for: serve with these settings, or print
+/// [`HELP`].
+pub type Command = cloud_run::service::Command<Config>;
 
 /// A command line or environment that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,10 +4,9 @@ use std::process::ExitCode;
 
 use cloud_run::{
     config::process_env,
-    service::{cannot_start, run_until_signal},
+    service::{cannot_start, run_until_signal, settings_or_exit},
 };
-use metadata_emulator::{Command, Emulator, UsageError, HELP};
-use tracing::error;
+use metadata_emulator::{Emulator, UsageError, HELP};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,16 +20,9 @@ async fn main() -> ExitCode {
         .map_err(UsageError::from)
         .and(args)
         .and_then(|args| metadata_emulator::parse(args, &env));
-    let config = match command {
-        Ok(Command::Run(config)) => *config,
-        Ok(Command::Help) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            error!("{err}");
-            return ExitCode::from(2);
-        }
+    let config = match settings_or_exit(command, HELP) {
+        Ok(config) => config,
+        Err(exit) => return exit,
     };
     match Emulator::new(config) {
         Ok(emulator) => run_until_signal(emulator, &env).await,
