@@ -2,11 +2,18 @@
 //! adds and drops, HTTP/1.1 or (with `--use-http2`) h2c, the request
 //! timeout, and the container's answer streamed back.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
+use bytes::Bytes;
 use cloud_run::HttpError;
 use http::{uri::Authority, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
@@ -88,7 +95,10 @@ impl Forwarder {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-    ) -> Result<Response<Incoming>, ForwardError> {
+    ) -> Result<Response<Deadline>, ForwardError> {
+        // Cloud Run's request timeout covers the whole answer, not only
+        // its head.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let (mut parts, body) = req.into_parts();
         // `TE: trailers` is the one TE HTTP/2 allows, and gRPC needs it.
         let trailers = parts
@@ -116,11 +126,57 @@ impl Forwarder {
             .map_err(ForwardError::Uri)?;
         parts.version = self.version;
         let request = Request::from_parts(parts, body);
-        let mut response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let mut response = tokio::time::timeout_at(deadline, self.client.request(request))
             .await
             .map_err(|_| ForwardError::Timeout(self.timeout))?
             .map_err(ForwardError::Unreachable)?;
         strip_hop_by_hop(response.headers_mut());
-        Ok(response)
+        Ok(response.map(|body| Deadline {
+            body,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        }))
+    }
+}
+
+/// The container's answer, ended with an error (the caller sees the
+/// response break off) if it is not whole by the request's deadline.
+#[derive(Debug)]
+pub struct Deadline {
+    body: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// Why a forwarded answer broke off.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the container's answer broke off")]
+    Upstream(#[source] hyper::Error),
+    #[error("the container's answer was not whole within the request timeout")]
+    Timeout,
+}
+
+impl Body for Deadline {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(|e| BodyError::Upstream(e).into())));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Timeout.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

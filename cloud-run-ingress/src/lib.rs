@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 pub use config::{parse, Command, Config, DEFAULT_TIMEOUT, HELP};
 pub use policy::{Identity, Policy, PolicyError, Verdict};
 
+pub use forward::Deadline;
 use forward::Forwarder;
 use headers::{bearer, error_page, without_signature};
 use policy::Watched;
@@ -36,8 +37,8 @@ use policy::Watched;
 const POLICY_POLL: Duration = Duration::from_millis(500);
 
 /// What the ingress answers with: its own small pages, or the container's
-/// answer as it streams.
-pub type IngressBody = Either<Full<Bytes>, Incoming>;
+/// answer as it streams, within the request timeout.
+pub type IngressBody = Either<Full<Bytes>, Deadline>;
 
 /// Why the ingress cannot start.
 #[derive(Debug, thiserror::Error)]

@@ -102,3 +102,22 @@ async fn past_the_request_timeout_the_caller_gets_504() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_request_timeout_covers_the_whole_answer_not_only_its_head() {
+    bounded(async {
+        let front = public("stalled-body", Container::start_stalling().await, |c| {
+            c.timeout = Duration::from_millis(300);
+        })
+        .await;
+        let started = std::time::Instant::now();
+        let response = client().get(front.url("/")).send().await.expect("head");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = tokio::time::timeout(Duration::from_secs(5), response.text())
+            .await
+            .expect("the answer ends at the deadline instead of hanging");
+        assert!(body.is_err(), "a cut answer, not a whole one: {body:?}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    })
+    .await;
+}

@@ -119,6 +119,20 @@ impl Container {
         Self { server, seen }
     }
 
+    /// A container that answers 200 and the start of a body, then never
+    /// the rest.
+    pub(crate) async fn start_stalling() -> Self {
+        let server = Spawned::serve(loopback(), |_req| async {
+            http::Response::new(Stalling { sent: false })
+        })
+        .await
+        .expect("container");
+        Self {
+            server,
+            seen: Arc::default(),
+        }
+    }
+
     pub(crate) fn last(&self) -> Seen {
         self.seen
             .lock()
@@ -243,5 +257,28 @@ pub(crate) async fn takes_effect(
             "still {status} after {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A body that sends `hel` and then nothing, for ever.
+struct Stalling {
+    sent: bool,
+}
+
+impl hyper::body::Body for Stalling {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.sent {
+            return std::task::Poll::Pending;
+        }
+        self.sent = true;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(
+            bytes::Bytes::from_static(b"hel"),
+        ))))
     }
 }
