@@ -1,14 +1,16 @@
 //! The caller's own credentials from a file, for impersonation: gcloud's user
 //! credentials (a refresh token) or a service-account key, exchanged at
 //! their `token_uri` for an OAuth access token with the cloud-platform
-//! scope. The access token is kept until shortly before it expires, so
-//! that renewing ID tokens for several audiences costs one exchange.
+//! scope. The access token is kept until shortly before it expires, and
+//! fetched once at a time, so that renewing ID tokens for several audiences
+//! costs one exchange.
 
 use std::{
     fmt,
-    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
+
+use tokio::sync::Mutex;
 
 use cloud_run::ConfigError;
 use reqwest::Url;
@@ -35,6 +37,9 @@ const MARGIN: Duration = Duration::from_secs(60);
 /// never a secret.
 pub(crate) struct CallerCredentials {
     kind: Kind,
+    /// Held across an exchange: callers that need a new token meanwhile
+    /// wait for that one (each exchange is bounded) instead of starting
+    /// their own.
     cached: Mutex<Option<Access>>,
 }
 
@@ -117,7 +122,8 @@ impl CallerCredentials {
             #[serde(default)]
             expires_in: u64,
         }
-        if let Some(access) = self.lock().as_ref() {
+        let mut cached = self.cached.lock().await;
+        if let Some(access) = cached.as_ref() {
             if Instant::now() < access.until {
                 return Ok(access.token.clone());
             }
@@ -151,15 +157,11 @@ impl CallerCredentials {
             .checked_sub(MARGIN)
             .and_then(|left| started.checked_add(left))
         {
-            *self.lock() = Some(Access {
+            *cached = Some(Access {
                 token: answer.access_token.clone(),
                 until,
             });
         }
         Ok(answer.access_token)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Access>> {
-        self.cached.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

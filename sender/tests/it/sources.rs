@@ -905,3 +905,44 @@ async fn the_library_reuses_the_callers_access_token_across_audiences() {
     })
     .await;
 }
+
+/// Several audiences asked for at once, with no access token yet: one
+/// exchange at the caller's token endpoint serves them all.
+#[tokio::test]
+async fn concurrent_audiences_share_one_exchange_for_the_callers_access_token() {
+    bounded(async {
+        let fake = FakeGoogle::new(impersonated_answers(is_user_refresh));
+        let fake_server = fake.start().await;
+        let token_uri = format!("http://{}/token", fake_server.addr());
+        let dir = write_in_fresh_dir("adc.json", &impersonated_file(user_source(&token_uri)));
+        let adc = dir.join("adc.json").to_str().expect("utf-8").to_owned();
+        let iam = format!("http://{}/", fake_server.addr());
+        let env = cloud_run::testing::env(&[
+            ("GOOGLE_APPLICATION_CREDENTIALS", &adc),
+            ("IAM_CREDENTIALS_ENDPOINT", &iam),
+        ]);
+        let tokens = sender::IdTokenSource::from_env_with(&env)
+            .await
+            .expect("source");
+        let audiences = [
+            "https://a.example",
+            "https://b.example",
+            "https://c.example",
+        ];
+        let fetched = futures_join_all(audiences.map(|audience| {
+            let tokens = tokens.clone();
+            async move { tokens.token(audience).await.map(|_| ()) }
+        }))
+        .await;
+        assert!(fetched.iter().all(Result::is_ok), "{fetched:?}");
+        assert_eq!(calls(&fake), (1, 3), "one access token, three ID tokens");
+    })
+    .await;
+}
+
+/// Runs the futures concurrently on this task and collects their outputs.
+async fn futures_join_all<F: std::future::Future>(futures: [F; 3]) -> Vec<F::Output> {
+    let [a, b, c] = futures;
+    let (a, b, c) = tokio::join!(a, b, c);
+    vec![a, b, c]
+}
