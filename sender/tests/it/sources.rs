@@ -872,24 +872,31 @@ async fn the_binary_impersonates_with_gclouds_well_known_file() {
     .await;
 }
 
+/// The library with an impersonated credentials file whose source is
+/// gcloud's user credentials, against the fake token endpoint and IAM API.
+async fn impersonating_library() -> (Arc<FakeGoogle>, Spawned, sender::IdTokenSource) {
+    let fake = FakeGoogle::new(impersonated_answers(is_user_refresh));
+    let fake_server = fake.start().await;
+    let token_uri = format!("http://{}/token", fake_server.addr());
+    let dir = write_in_fresh_dir("adc.json", &impersonated_file(user_source(&token_uri)));
+    let adc = dir.join("adc.json").to_str().expect("utf-8").to_owned();
+    let iam = format!("http://{}/", fake_server.addr());
+    let env = cloud_run::testing::env(&[
+        ("GOOGLE_APPLICATION_CREDENTIALS", &adc),
+        ("IAM_CREDENTIALS_ENDPOINT", &iam),
+    ]);
+    let tokens = sender::IdTokenSource::from_env_with(&env)
+        .await
+        .expect("source");
+    (fake, fake_server, tokens)
+}
+
 /// The library with an impersonated credentials file: one access token
 /// from the source credentials serves the ID tokens of every audience.
 #[tokio::test]
 async fn the_library_reuses_the_callers_access_token_across_audiences() {
     bounded(async {
-        let fake = FakeGoogle::new(impersonated_answers(is_user_refresh));
-        let fake_server = fake.start().await;
-        let token_uri = format!("http://{}/token", fake_server.addr());
-        let dir = write_in_fresh_dir("adc.json", &impersonated_file(user_source(&token_uri)));
-        let adc = dir.join("adc.json").to_str().expect("utf-8").to_owned();
-        let iam = format!("http://{}/", fake_server.addr());
-        let env = cloud_run::testing::env(&[
-            ("GOOGLE_APPLICATION_CREDENTIALS", &adc),
-            ("IAM_CREDENTIALS_ENDPOINT", &iam),
-        ]);
-        let tokens = sender::IdTokenSource::from_env_with(&env)
-            .await
-            .expect("source");
+        let (fake, _fake_server, tokens) = impersonating_library().await;
         for audience in [
             "https://a.example",
             "https://b.example",
@@ -911,19 +918,7 @@ async fn the_library_reuses_the_callers_access_token_across_audiences() {
 #[tokio::test]
 async fn concurrent_audiences_share_one_exchange_for_the_callers_access_token() {
     bounded(async {
-        let fake = FakeGoogle::new(impersonated_answers(is_user_refresh));
-        let fake_server = fake.start().await;
-        let token_uri = format!("http://{}/token", fake_server.addr());
-        let dir = write_in_fresh_dir("adc.json", &impersonated_file(user_source(&token_uri)));
-        let adc = dir.join("adc.json").to_str().expect("utf-8").to_owned();
-        let iam = format!("http://{}/", fake_server.addr());
-        let env = cloud_run::testing::env(&[
-            ("GOOGLE_APPLICATION_CREDENTIALS", &adc),
-            ("IAM_CREDENTIALS_ENDPOINT", &iam),
-        ]);
-        let tokens = sender::IdTokenSource::from_env_with(&env)
-            .await
-            .expect("source");
+        let (fake, _fake_server, tokens) = impersonating_library().await;
         let audiences = [
             "https://a.example",
             "https://b.example",
