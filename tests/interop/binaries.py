@@ -20,12 +20,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 30
 
 
-def build(package, *bins):
-    """Builds ``bins`` of ``package``; ``{name: path}``."""
+def build(package, *bins, examples=()):
+    """Builds ``bins`` (and ``examples``) of ``package``; ``{name: path}``."""
     cargo = os.environ.get("CARGO", "cargo")
     args = [cargo, "build", "--locked", "-p", package]
     for name in bins:
         args += ["--bin", name]
+    for name in examples:
+        args += ["--example", name]
     result = subprocess.run(
         args + ["--message-format=json-render-diagnostics"],
         cwd=ROOT,
@@ -39,7 +41,7 @@ def build(package, *bins):
         message = json.loads(line)
         if message.get("reason") == "compiler-artifact" and message.get("executable"):
             paths[message["target"]["name"]] = message["executable"]
-    missing = [name for name in bins if name not in paths]
+    missing = [name for name in (*bins, *examples) if name not in paths]
     assert not missing, f"cargo built no {missing}"
     return paths
 

@@ -24,7 +24,6 @@ import datetime
 import http.server
 import json
 import os
-import pathlib
 import queue
 import signal
 import subprocess
@@ -41,40 +40,16 @@ from google.auth import exceptions as google_exceptions
 from google.auth.transport.requests import Request
 from google.oauth2 import id_token
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+import binaries
+
 LEEWAY = 60
 STARTUP_SECONDS = 30
 
 
 def build():
     """Builds the receiver binary and the token-set example; their paths."""
-    cargo = os.environ.get("CARGO", "cargo")
-    result = subprocess.run(
-        [
-            cargo,
-            "build",
-            "--locked",
-            "-p",
-            "receiver",
-            "--bin",
-            "receiver",
-            "--example",
-            "token-set",
-            "--message-format=json-render-diagnostics",
-        ],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=1800,
-    )
-    paths = {}
-    for line in result.stdout.splitlines():
-        message = json.loads(line)
-        if message.get("reason") == "compiler-artifact" and message.get("executable"):
-            target = message["target"]
-            paths[(target["name"], target["kind"][0])] = message["executable"]
-    return paths[("receiver", "bin")], paths[("token-set", "example")]
+    paths = binaries.build("receiver", "receiver", examples=("token-set",))
+    return paths["receiver"], paths["token-set"]
 
 
 def b64url_int(value):
