@@ -136,7 +136,7 @@ trap 'exit 143' TERM
 # (PORT=0 unless given) with JSON logs in $work/NAME.log and no variables
 # but these, and waits for its `listening` line. Sets $pid and $addr.
 start() {
-  local name=$1 program=$2 log="$work/$1.log" line deadline vars=()
+  local name=$1 program=$2 log="$work/$1.log" line vars=()
   shift 2
   while (($#)) && [[ $1 != -- ]]; do vars+=("$1"); shift; done
   if (($#)); then shift; fi
@@ -146,25 +146,10 @@ start() {
     "$bin/$program" "$@" >>"$log" 2>&1 </dev/null &
   pid=$!
   pids+=("$pid")
-  deadline=$((SECONDS + START_TIMEOUT))
-  while :; do
-    line=$(grep -m1 '"message":"listening"' "$log" || true)
-    if [[ -n $line ]]; then
-      addr=$(sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' <<<"$line")
-      if [[ -n $addr ]]; then return 0; fi
-    fi
-    if ! alive "$pid"; then
-      echo "local.sh: $name exited before listening:" >&2
-      tail -n 20 "$log" >&2
-      return 1
-    fi
-    if ((SECONDS >= deadline)); then
-      echo "local.sh: $name not listening after ${START_TIMEOUT} s:" >&2
-      tail -n 20 "$log" >&2
-      return 1
-    fi
-    sleep 0.05
-  done
+  await "$name" "$pid" listening 0 "$START_TIMEOUT" || return 1
+  line=$(grep -m1 '"message":"listening"' "$log")
+  addr=$(sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' <<<"$line")
+  [[ -n $addr ]] || { echo "local.sh: $name logged no address" >&2; return 1; }
 }
 
 # logged NAME MESSAGE: how many times NAME has logged MESSAGE.
