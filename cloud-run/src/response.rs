@@ -53,21 +53,33 @@ pub fn readiness(ready: Result<(), &str>) -> Response<Body> {
     }
 }
 
-/// Both services serve one resource, `/`, for GET and HEAD. This answers
-/// everything else: 404 for another path, 405 (with `Allow`) for another
-/// method. `None` means the request is for the service itself.
-pub fn route_root<B>(req: &Request<B>) -> Option<Response<Body>> {
-    if req.uri().path() != "/" {
-        return Some(text(StatusCode::NOT_FOUND, "not found\n"));
-    }
+/// Which of the two resources every service serves a request is for.
+#[derive(Debug)]
+pub enum Route {
+    /// `GET` or `HEAD /`: the service itself.
+    Root,
+    /// `GET` or `HEAD` [`READY_PATH`]: readiness, answered by the service.
+    Ready,
+    /// Anything else, answered here: 404 for another path, 405 (with
+    /// `Allow`) for another method.
+    Answered(Response<Body>),
+}
+
+/// Routes a request to `/`, to [`READY_PATH`], or answers it.
+pub fn route<B>(req: &Request<B>) -> Route {
+    let resource = match req.uri().path() {
+        "/" => Route::Root,
+        READY_PATH => Route::Ready,
+        _ => return Route::Answered(text(StatusCode::NOT_FOUND, "not found\n")),
+    };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Some(response);
+        return Route::Answered(response);
     }
-    None
+    resource
 }
 
 /// Formats an error with its chain of sources, for logs.
@@ -99,19 +111,30 @@ mod tests {
     }
 
     #[test]
-    fn root_is_served_for_get_and_head() {
-        assert!(route_root(&request(Method::GET, "/")).is_none());
-        assert!(route_root(&request(Method::HEAD, "/")).is_none());
-        assert!(route_root(&request(Method::GET, "/?q=1")).is_none());
+    fn root_and_ready_are_served_for_get_and_head() {
+        for method in [Method::GET, Method::HEAD] {
+            assert!(matches!(route(&request(method.clone(), "/")), Route::Root));
+            assert!(matches!(
+                route(&request(method.clone(), "/?q=1")),
+                Route::Root
+            ));
+            assert!(matches!(route(&request(method, READY_PATH)), Route::Ready));
+        }
     }
 
     #[test]
     fn other_paths_and_methods() {
-        let r = route_root(&request(Method::GET, "/x")).expect("404");
+        let Route::Answered(r) = route(&request(Method::GET, "/x")) else {
+            panic!("404 expected");
+        };
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        let r = route_root(&request(Method::POST, "/")).expect("405");
-        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+        for path in ["/", READY_PATH] {
+            let Route::Answered(r) = route(&request(Method::POST, path)) else {
+                panic!("405 expected");
+            };
+            assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+            assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+        }
     }
 
     #[test]

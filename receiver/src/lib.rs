@@ -7,10 +7,10 @@ mod config;
 use std::{future::Future, sync::Arc};
 
 use cloud_run::{
-    response::{readiness, route_root, text, READY_PATH},
+    response::{readiness, route, text, Route},
     Body,
 };
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn, Instrument as _};
 
@@ -115,13 +115,14 @@ impl cloud_run::Service for Receiver {
 }
 
 async fn handle<B>(mut req: Request<B>, verifier: Option<&Verifier>) -> Response<Body> {
-    if req.uri().path() == READY_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
-        // Before any check: a startup probe carries no token.
-        let ready = verifier.map_or(Ok(()), Verifier::readiness);
-        return readiness(ready.as_ref().map_err(String::as_str).copied());
-    }
-    if let Some(response) = route_root(&req) {
-        return response;
+    match route(&req) {
+        Route::Root => {}
+        Route::Ready => {
+            // Before any check: a startup probe carries no token.
+            let ready = verifier.map_or(Ok(()), Verifier::readiness);
+            return readiness(ready.as_ref().map_err(String::as_str).copied());
+        }
+        Route::Answered(response) => return response,
     }
     let Some(verifier) = verifier else {
         return hello(req).await;

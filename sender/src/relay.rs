@@ -6,13 +6,10 @@ use std::{sync::Arc, time::Duration};
 use bytes::BytesMut;
 use cloud_run::{
     client::{read_capped, BodyError},
-    response::{self, readiness, route_root, text, Chain, READY_PATH},
+    response::{self, readiness, route, text, Chain, Route},
     Body, HttpError,
 };
-use http::{
-    header::{ALLOW, AUTHORIZATION},
-    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode,
-};
+use http::{header::AUTHORIZATION, HeaderMap, HeaderName, Request, Response, StatusCode};
 use reqwest::Url;
 use tracing::{debug, warn};
 
@@ -131,11 +128,13 @@ impl Relay {
 
     /// Answers one request to the sender.
     pub(crate) async fn handle<B>(&self, req: Request<B>) -> Response<Body> {
-        if req.uri().path() == READY_PATH {
-            return ready(&req, self.readiness());
-        }
-        if let Some(response) = route_root(&req) {
-            return response;
+        match route(&req) {
+            Route::Root => {}
+            Route::Ready => {
+                let ready = self.readiness();
+                return readiness(ready.as_ref().map(|_| ()).map_err(String::as_str));
+            }
+            Route::Answered(response) => return response,
         }
         match self.relay(req.headers()).await {
             Ok(response) => response,
@@ -204,17 +203,4 @@ impl Relay {
             RelayError::Unreachable(err)
         }
     }
-}
-
-/// `GET /ready`, answered by the sender itself: never relayed, no token
-/// needed. Other methods get 405, as on `/`.
-fn ready<B>(req: &Request<B>, state: Result<(), String>) -> Response<Body> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
-    }
-    readiness(state.as_ref().map(|_| ()).map_err(String::as_str))
 }
